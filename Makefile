@@ -1,0 +1,52 @@
+# expansion-scoring: `make` lists the targets. `make demo` and `make test` work on a fresh clone.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_DIR ?= data/demo
+DEMO_ACCOUNTS ?= 2000
+DEMO_MONTHS ?= 18
+
+.PHONY: help setup demo test test-all lint format bench serve clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BIN)/python:
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) on PATH (or make PYTHON=python3)"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(VENV)/.installed ## Create .venv and install the package with dev tools
+
+demo: setup ## Simulate a dataset, validate it and print a summary (no server needed)
+	$(BIN)/expansion simulate --accounts $(DEMO_ACCOUNTS) --months $(DEMO_MONTHS) --seed 42 --out $(DEMO_DIR)
+	$(BIN)/expansion validate $(DEMO_DIR)
+
+test: setup ## Run the default test suite (what CI runs)
+	$(BIN)/pytest -q
+
+test-all: setup ## Run every test, the slow ones too
+	$(BIN)/pytest -q -m ''
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: setup ## Benchmarks, printed as ratios against references measured in the same run
+	$(BIN)/python -m training.bench
+
+serve: setup ## Start the scoring API (BentoML) on port 3000
+	$(BIN)/expansion serve
+
+clean: ## Remove the venv, caches and generated data (keeps models/ registry)
+	rm -rf $(VENV) .pytest_cache .ruff_cache data build *.egg-info

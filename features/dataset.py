@@ -1,0 +1,447 @@
+"""Read a dataset folder as the contract defines it, check every rule, quarantine bad rows.
+
+`load_dataset(path)` returns a `Dataset`: a DuckDB connection holding one clean table (or view, for
+the large `events` table) per contract table, plus a `ValidationReport`. Rows that break a rule
+are written to `<dataset>/_quarantine/<table>.parquet` with a `reason` column and their source
+row; fatal problems (missing table or column, unreadable file) raise `ContractError`.
+
+Inside the project every timestamp is a naive UTC `TIMESTAMP` (microseconds) and every
+identifier a string: the conversion happens here, once.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from features.contract import (
+    EVENT_SIGNALS,
+    LOAD_ORDER,
+    OUTREACH_CHANNELS,
+    SUBSCRIPTION_STATUSES,
+    TABLES,
+    Column,
+    Reason,
+    TableSpec,
+)
+
+QUARANTINE_DIR = "_quarantine"
+
+
+class ContractError(Exception):
+    """A fatal contract violation: names the file, and where known the column and row."""
+
+    def __init__(
+        self, message: str, *, file: Path | str, column: str | None = None, row: int | None = None
+    ) -> None:
+        self.file = str(file)
+        self.column = column
+        self.row = row
+        where = f"file {self.file}"
+        if column is not None:
+            where += f", column {column!r}"
+        if row is not None:
+            where += f", row {row}"
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass
+class TableReport:
+    """What validation found in one table."""
+
+    table: str
+    file: str | None
+    rows_read: int = 0
+    rows_clean: int = 0
+    quarantined: dict[str, int] = field(default_factory=dict)
+    time_min: datetime | None = None
+    time_max: datetime | None = None
+
+    @property
+    def present(self) -> bool:
+        return self.file is not None
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(self.quarantined.values())
+
+
+@dataclass
+class ValidationReport:
+    """Validation results for a whole dataset, one `TableReport` per contract table."""
+
+    path: str
+    tables: dict[str, TableReport] = field(default_factory=dict)
+
+    def quarantine_counts(self) -> dict[tuple[str, str], int]:
+        """Quarantined rows keyed by (table, reason)."""
+        return {
+            (t.table, reason): n
+            for t in self.tables.values()
+            for reason, n in sorted(t.quarantined.items())
+        }
+
+    @property
+    def total_quarantined(self) -> int:
+        return sum(t.rows_quarantined for t in self.tables.values())
+
+
+@dataclass
+class Dataset:
+    """A validated dataset: clean contract tables in DuckDB, plus the validation report."""
+
+    path: Path
+    con: duckdb.DuckDBPyConnection
+    report: ValidationReport
+    _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    def has(self, table: str) -> bool:
+        """Whether the dataset provides this (possibly optional) table."""
+        return self.report.tables[table].present
+
+    def relation(self, table: str) -> duckdb.DuckDBPyRelation:
+        return self.con.table(table)
+
+    def frame(self, table: str) -> pd.DataFrame:
+        """The clean table as a pandas frame (cached; avoid for `events` on large data)."""
+        if table not in self._frames:
+            self._frames[table] = self.con.table(table).df()
+        return self._frames[table]
+
+    def close(self) -> None:
+        self.con.close()
+
+
+def find_table_file(path: Path, table: str) -> Path | None:
+    """The file holding `table` in a dataset folder (`<table>.parquet` or `<table>.csv`)."""
+    candidates = [p for p in (path / f"{table}.parquet", path / f"{table}.csv") if p.exists()]
+    if len(candidates) > 1:
+        raise ContractError(
+            f"both {candidates[0].name} and {candidates[1].name} exist; keep one",
+            file=candidates[0],
+        )
+    return candidates[0] if candidates else None
+
+
+def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection in UTC that may spill to disk."""
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    spill = temp_dir or Path(tempfile.gettempdir()) / "expansion-duckdb"
+    con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
+def load_dataset(
+    path: str | Path,
+    *,
+    quarantine_dir: Path | None = None,
+    write_quarantine: bool = True,
+    con: duckdb.DuckDBPyConnection | None = None,
+) -> Dataset:
+    """Validate the dataset folder at `path` and return its clean tables.
+
+    Bad rows go to `quarantine_dir` (default `<path>/_quarantine`) as `<table>.parquet`;
+    a missing required table or column, or an unreadable file, raises `ContractError`.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        raise ContractError("dataset folder does not exist", file=path)
+    con = con or connect()
+    qdir = quarantine_dir or path / QUARANTINE_DIR
+    report = ValidationReport(path=str(path))
+    for name in LOAD_ORDER:
+        spec = TABLES[name]
+        file = find_table_file(path, name)
+        if file is None:
+            if spec.required:
+                raise ContractError(
+                    f"required table {name!r} is missing (expected {name}.parquet or {name}.csv)",
+                    file=path / f"{name}.parquet",
+                )
+            _create_empty(con, spec)
+            report.tables[name] = TableReport(table=name, file=None)
+            continue
+        report.tables[name] = _load_table(con, spec, file, report, qdir, write_quarantine)
+    return Dataset(path=path, con=con, report=report)
+
+
+# --- one table ------------------------------------------------------------------------------
+
+_SQL_TYPE = {
+    "id": "VARCHAR",
+    "str": "VARCHAR",
+    "timestamp": "TIMESTAMP",
+    "int": "BIGINT",
+    "float": "DOUBLE",
+    "bool": "BOOLEAN",
+}
+
+
+def _q(name: str) -> str:
+    """Quote an identifier for SQL."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _read_raw(con: duckdb.DuckDBPyConnection, file: Path) -> duckdb.DuckDBPyRelation:
+    """The file as read, plus `_row`, its 1-based data row number (header excluded)."""
+    try:
+        if file.suffix == ".parquet":
+            rel = con.read_parquet(str(file), file_row_number=True)
+            return rel.project("* EXCLUDE (file_row_number), file_row_number + 1 AS _row")
+        # The header is read here and the dialect fixed, so a ragged line is an error with
+        # its line number instead of a silently different guess by the sniffer.
+        with file.open(newline="", encoding="utf-8") as fh:
+            header = next(csv.reader(fh), None)
+        if not header:
+            raise ContractError("the CSV file is empty (no header line)", file=file)
+        rel = con.read_csv(
+            str(file),
+            header=True,
+            columns={name: "VARCHAR" for name in header},
+            auto_detect=False,
+            sep=",",
+            quotechar='"',
+            escapechar='"',
+            strict_mode=True,
+        )
+        return rel.project("*, row_number() OVER () AS _row")
+    except (duckdb.Error, UnicodeDecodeError) as exc:  # corrupt or unreadable file: fatal
+        raise _read_error(file, exc) from exc
+
+
+def _read_error(file: Path, exc: Exception) -> ContractError:
+    """A fatal read error naming the data row where DuckDB reports a CSV line."""
+    text = str(exc)
+    line = re.search(r"CSV Error on Line: (\d+)", text)
+    row = int(line.group(1)) - 1 if line else None  # line 1 is the header
+    first = text.strip().splitlines()
+    detail = " ".join(first[:3]) if first else type(exc).__name__
+    return ContractError(f"cannot read the file: {detail}", file=file, row=row)
+
+
+def _typed(column: Column, source_type: str) -> str:
+    """SQL that converts the raw column to the contract kind, NULL where it cannot."""
+    col = _q(column.name)
+    if column.kind in ("id", "str"):
+        return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+    if column.kind == "timestamp":
+        if source_type.startswith("TIMESTAMP WITH TIME ZONE"):
+            return f"CAST({col} AS TIMESTAMP)"  # session time zone is UTC
+        if source_type.startswith("TIMESTAMP") or source_type == "DATE":
+            return f"CAST({col} AS TIMESTAMP)"
+        # Strings: naive values mean UTC, offsets are converted (session time zone is UTC).
+        return f"CAST(TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS TIMESTAMPTZ) AS TIMESTAMP)"
+    if column.kind == "int":
+        as_double = f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE)"
+        if source_type in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT"):
+            return f"CAST({col} AS BIGINT)"
+        return f"CASE WHEN {as_double} = floor({as_double}) THEN CAST({as_double} AS BIGINT) END"
+    if column.kind == "float":
+        if source_type in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER") or source_type.startswith(
+            "DECIMAL"
+        ):
+            return f"CAST({col} AS DOUBLE)"
+        return f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE)"
+    if column.kind == "bool":
+        if source_type == "BOOLEAN":
+            return col
+        return f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS BOOLEAN)"
+    raise ValueError(column.kind)
+
+
+def _rules(spec: TableSpec, present: set[str]) -> list[tuple[str, str]]:
+    """(condition, reason) pairs over the typed columns `t_<name>` and raw columns, in order."""
+    rules: list[tuple[str, str]] = []
+    for c in spec.columns:
+        if c.name not in present:
+            continue
+        raw, typed = _q(c.name), _q("t_" + c.name)
+        if c.required:
+            rules.append(
+                (f"{raw} IS NULL OR TRIM(CAST({raw} AS VARCHAR)) = ''", Reason.missing(c.name))
+            )
+        if c.kind not in ("id", "str"):
+            rules.append((f"{raw} IS NOT NULL AND {typed} IS NULL", Reason.unparseable(c.name)))
+    if "account_id" in present and spec.name != "accounts":
+        rules.append(("NOT _account_known", Reason.UNKNOWN_ACCOUNT))
+    if "plan_id" in present and spec.name != "plans":
+        rules.append(("NOT _plan_known", Reason.UNKNOWN_PLAN))
+    checks = {
+        "subscriptions": [
+            ("t_mrr < 0", Reason.NEGATIVE_MRR),
+            ("t_seats < 0", Reason.NEGATIVE_SEATS),
+            (f"lower(t_status) NOT IN {SUBSCRIPTION_STATUSES}", Reason.INVALID_STATUS),
+        ],
+        "events": [("t_quantity < 0", Reason.NEGATIVE_QUANTITY)],
+        "plans": [("t_base_mrr < 0 OR t_seat_mrr < 0", Reason.NEGATIVE_MRR)],
+        "plan_limits": [("t_monthly_limit < 0", Reason.NEGATIVE_LIMIT)],
+        "outreach": [(f"lower(t_channel) NOT IN {OUTREACH_CHANNELS}", Reason.INVALID_CHANNEL)],
+        "event_catalog": [(f"lower(t_signal) NOT IN {EVENT_SIGNALS}", Reason.INVALID_SIGNAL)],
+        "users": [("t_deactivated_at < t_created_at", Reason.DEACTIVATED_BEFORE_CREATED)],
+    }
+    for cond, reason in checks.get(spec.name, []):
+        needed = [c.name for c in spec.columns if f"t_{c.name}" in cond]
+        if all(n in present for n in needed):
+            rules.append((f"COALESCE({cond}, false)", reason))
+    return rules
+
+
+def _clean_defaults(spec: TableSpec, present: set[str]) -> dict[str, str]:
+    """Contract defaults for optional columns, as SQL over the typed columns."""
+    d: dict[str, str] = {c.name: f"t_{c.name}" for c in spec.columns if c.name in present}
+    for c in spec.columns:
+        d.setdefault(c.name, f"CAST(NULL AS {_SQL_TYPE[c.kind]})")
+    if spec.name == "events":
+        d["quantity"] = "COALESCE(t_quantity, 1.0)" if "quantity" in present else "1.0"
+    if spec.name == "event_catalog":
+        d["feature"] = "COALESCE(t_feature, t_event)" if "feature" in present else "t_event"
+        d["power"] = "COALESCE(t_power, false)" if "power" in present else "false"
+        if "signal" in present:
+            d["signal"] = "lower(t_signal)"
+    if spec.name == "subscriptions":
+        d["status"] = "lower(t_status)"
+    if spec.name == "outreach":
+        d["channel"] = "lower(t_channel)"
+        d["holdout"] = "COALESCE(t_holdout, false)" if "holdout" in present else "false"
+    return d
+
+
+def _load_table(
+    con: duckdb.DuckDBPyConnection,
+    spec: TableSpec,
+    file: Path,
+    report: ValidationReport,
+    qdir: Path,
+    write_quarantine: bool,
+) -> TableReport:
+    raw = _read_raw(con, file)
+    source_types = dict(zip(raw.columns, [str(t) for t in raw.types], strict=True))
+    for col in spec.required_columns:
+        if col not in source_types:
+            raise ContractError(
+                f"required column {col!r} of table {spec.name!r} is missing "
+                f"(columns found: {', '.join(c for c in raw.columns if c != '_row')})",
+                file=file,
+                column=col,
+            )
+    present = {c.name for c in spec.columns if c.name in source_types}
+    raw_view = f"raw_{spec.name}"
+    raw.create_view(raw_view, replace=True)
+
+    typed = ", ".join(
+        f"{_typed(c, source_types[c.name])} AS {_q('t_' + c.name)}"
+        for c in spec.columns
+        if c.name in present
+    )
+    joins = ""
+    if "account_id" in present and spec.name != "accounts":
+        joins += (
+            " LEFT JOIN (SELECT account_id AS _acc, true AS _account_known FROM accounts) a"
+            " ON a._acc = NULLIF(TRIM(CAST(r.account_id AS VARCHAR)), '')"
+        )
+    if "plan_id" in present and spec.name != "plans":
+        joins += (
+            " LEFT JOIN (SELECT plan_id AS _pl, true AS _plan_known FROM plans) p"
+            " ON p._pl = NULLIF(TRIM(CAST(r.plan_id AS VARCHAR)), '')"
+        )
+    rules = _rules(spec, present)
+    rules = [
+        (cond.replace("_account_known", "COALESCE(_account_known, false)")
+         .replace("_plan_known", "COALESCE(_plan_known, false)"), reason)
+        for cond, reason in rules
+    ]
+    case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)
+    row_reason = f"CASE {case} END" if case else "CAST(NULL AS VARCHAR)"
+    key_cols = [k for k in spec.key if k in present]
+    if key_cols and len(key_cols) == len(spec.key):
+        # Duplicate keys among otherwise valid rows: keep the first in file order.
+        partition = ", ".join(_q("t_" + k) for k in key_cols)
+        dup = (
+            f"CASE WHEN _reason0 IS NULL AND row_number() OVER "
+            f"(PARTITION BY _reason0 IS NULL, {partition} ORDER BY _row) > 1 "
+            f"THEN '{Reason.duplicate(spec.key)}' END"
+        )
+    else:
+        dup = "CAST(NULL AS VARCHAR)"
+    annotated_sql = f"""
+        SELECT *, COALESCE(_reason0, {dup}) AS reason FROM (
+            SELECT r.*, {typed}, {row_reason} AS _reason0
+            FROM {raw_view} r {joins}
+        )
+    """
+    con.execute(f"CREATE OR REPLACE VIEW annotated_{spec.name} AS {annotated_sql}")
+
+    defaults = _clean_defaults(spec, present)
+    contract_cols = [c.name for c in spec.columns]
+    extra_cols = [c for c in raw.columns if c not in contract_cols and c != "_row"]
+    select_clean = ", ".join(f"{expr} AS {_q(name)}" for name, expr in defaults.items())
+    if extra_cols and spec.name == "accounts":  # static attributes are kept as they came
+        select_clean += ", " + ", ".join(_q(c) for c in extra_cols)
+    clean_sql = f"SELECT {select_clean} FROM annotated_{spec.name} WHERE reason IS NULL"
+    # Small tables are materialized (they are joined against); events stay a view so the
+    # raw scan happens inside the roll-up query, not once more here.
+    kind = "VIEW" if spec.name == "events" else "TABLE"
+    con.execute(f"CREATE OR REPLACE {kind} {spec.name} AS {clean_sql}")
+
+    time_col = spec.time_column
+    time_expr = (
+        f", min(t_{time_col}) FILTER (WHERE reason IS NULL),"
+        f" max(t_{time_col}) FILTER (WHERE reason IS NULL)"
+        if time_col
+        else ", NULL, NULL"
+    )
+    try:  # the first full scan: this is where a malformed CSV line surfaces
+        stats = con.execute(
+            f"SELECT reason, count(*) {time_expr} FROM annotated_{spec.name} GROUP BY reason"
+        ).fetchall()
+    except duckdb.Error as exc:
+        raise _read_error(file, exc) from exc
+    tr = TableReport(table=spec.name, file=str(file))
+    times_min, times_max = [], []
+    for reason, n, tmin, tmax in stats:
+        tr.rows_read += n
+        if reason is None:
+            tr.rows_clean += n
+            times_min.append(tmin)
+            times_max.append(tmax)
+        else:
+            tr.quarantined[reason] = n
+    tr.time_min = min((t for t in times_min if t is not None), default=None)
+    tr.time_max = max((t for t in times_max if t is not None), default=None)
+
+    qfile = qdir / f"{spec.name}.parquet"
+    if write_quarantine:
+        if tr.rows_quarantined:
+            qdir.mkdir(parents=True, exist_ok=True)
+            raw_cols = ", ".join(_q(c) for c in raw.columns if c != "_row")
+            bad = con.sql(
+                f"SELECT {raw_cols}, _row AS source_row, reason "
+                f"FROM annotated_{spec.name} WHERE reason IS NOT NULL ORDER BY _row"
+            )
+            tmp = qfile.with_suffix(".parquet.tmp")
+            bad.write_parquet(str(tmp))
+            tmp.replace(qfile)
+        elif qfile.exists():  # a stale file from an earlier run would mislead
+            qfile.unlink()
+    return tr
+
+
+def _create_empty(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+    """An absent optional table is an empty table with the contract's columns."""
+    cols = ", ".join(f"{_q(c.name)} {_SQL_TYPE[c.kind]}" for c in spec.columns)
+    con.execute(f"CREATE OR REPLACE TABLE {spec.name} ({cols})")
+
+
+def remove_quarantine(path: Path) -> None:
+    """Delete a dataset's quarantine folder (used by `expansion clean`-style tooling)."""
+    shutil.rmtree(path / QUARANTINE_DIR, ignore_errors=True)
