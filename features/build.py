@@ -1,0 +1,392 @@
+"""Build the point-in-time account feature frame: `build_features(dataset, as_of)`.
+
+Raw events are scanned once into daily roll-ups (`features.rollup`); every feature then reads
+the roll-ups, for any number of as-of dates in one pass. The window rule lives here and only
+here: a row at day `d` counts for as-of day `t` when `t - window <= d < t`, so nothing at or
+after the as-of date is ever read. As-of values are dates (midnight UTC); a time of day is
+dropped, which only ever uses less data.
+
+One row per account that is `active` or `trialing` at the as-of date, columns `as_of`,
+`account_id`, then the registry's features in model order.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+
+import pandas as pd
+
+from features.dataset import Dataset
+from features.derived import EXPANSION_KINDS
+from features.registry import (
+    CATEGORICAL,
+    FEATURES,
+    QUOTA_METRIC_COLUMNS,
+    Feature,
+    feature_list,
+    metric_slug,
+)
+from features.rollup import ensure_rollups
+
+EPOCH = date(1970, 1, 1)
+KEYS = ["as_of", "account_id"]
+
+# Where each aggregate source's rows come from and which of them fall in an as-of date's reach.
+SOURCES = {
+    "activity": ("activity_day", "a.d >= dt.t - 90 AND a.d < dt.t"),
+    "users": ("user_day", "a.d >= dt.t - 60 AND a.d < dt.t"),
+    "team": ("users", "a.created_at < dt.as_of"),
+    "first_use": ("first_use", "a.first_d >= dt.t - 30 AND a.first_d < dt.t"),
+}
+Progress = Callable[[str], None]
+
+
+def to_as_of(value: date | datetime | str | pd.Timestamp) -> date:
+    """Normalize an as-of value to a date (midnight UTC)."""
+    if isinstance(value, str):
+        value = pd.Timestamp(value)
+    if isinstance(value, pd.Timestamp):
+        if value.tzinfo is not None:
+            value = value.tz_convert("UTC").tz_localize(None)
+        return value.date()
+    if isinstance(value, datetime):
+        return value.date()
+    return value
+
+
+def as_of_frame(dates: Iterable[date]) -> pd.DataFrame:
+    """The as-of date table: its day number and the calendar facts the quota windows need."""
+    rows = []
+    for d in sorted(set(dates)):
+        m0 = d.replace(day=1)
+        pm0 = (m0 - timedelta(days=1)).replace(day=1)
+        rows.append({
+            "as_of": pd.Timestamp(d),
+            "t": (d - EPOCH).days,
+            "m0": (m0 - EPOCH).days,
+            "pm0": (pm0 - EPOCH).days,
+            "dim": calendar.monthrange(d.year, d.month)[1],
+            "elapsed": d.day - 1,
+            "as_of_m30": pd.Timestamp(d - timedelta(days=30)),
+            "as_of_m90": pd.Timestamp(d - timedelta(days=90)),
+        })
+    frame = pd.DataFrame(rows)
+    for col in ("as_of", "as_of_m30", "as_of_m90"):
+        frame[col] = frame[col].astype("datetime64[us]")
+    return frame
+
+
+def quota_metrics(dataset: Dataset) -> list[str]:
+    """The dataset's quota metrics (from `plan_limits`), sorted."""
+    rows = dataset.con.execute("SELECT DISTINCT metric FROM plan_limits ORDER BY 1").fetchall()
+    return [r[0] for r in rows]
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """The feature list of one dataset: the registry plus its quota metrics."""
+
+    metrics: tuple[str, ...]
+
+    @property
+    def features(self) -> tuple[Feature, ...]:
+        return feature_list(list(self.metrics))
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def categorical(self) -> list[str]:
+        return [c for c in CATEGORICAL if c in self.names]
+
+
+def feature_spec(dataset: Dataset) -> FeatureSpec:
+    return FeatureSpec(tuple(quota_metrics(dataset)))
+
+
+def build_features(dataset: Dataset, as_of: date | datetime | str) -> pd.DataFrame:
+    """Features of every active or trialing account as of one date."""
+    return build_feature_frame(dataset, [as_of])
+
+
+def build_feature_frame(
+    dataset: Dataset,
+    as_of_dates: Iterable[date | datetime | str],
+    *,
+    accounts: list[str] | None = None,
+    pairs: pd.DataFrame | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Features for many as-of dates in one pass over the roll-ups.
+
+    `accounts` restricts the output to these account ids; `pairs` (columns `as_of`,
+    `account_id`) to exactly these account and date pairs, for event-time rows such as the
+    moment before each expansion. The roll-ups are shared either way.
+    """
+    if pairs is not None:
+        pairs = pairs[KEYS].drop_duplicates().copy()
+        pairs["as_of"] = pd.to_datetime(pairs["as_of"].map(to_as_of)).astype("datetime64[us]")
+        pairs["account_id"] = pairs["account_id"].astype(str)
+        as_of_dates = pairs["as_of"].dt.date.unique().tolist()
+    con = dataset.con
+    note = progress or (lambda _step: None)
+    dates = as_of_frame(to_as_of(v) for v in as_of_dates)
+    spec = feature_spec(dataset)
+    note("roll-ups")
+    ensure_rollups(dataset)
+    con.register("as_of_dates_df", dates)
+    con.execute("CREATE OR REPLACE TEMP TABLE as_of_dates AS SELECT * FROM as_of_dates_df")
+    con.unregister("as_of_dates_df")
+    wanted = ""
+    if pairs is not None:
+        con.register("wanted_df", pairs)
+        wanted = "JOIN wanted_df w ON w.account_id = c.account_id AND w.as_of = dt.as_of"
+    elif accounts is not None:
+        con.register("wanted_df", pd.DataFrame({"account_id": accounts}, dtype=str))
+        wanted = "JOIN wanted_df w ON w.account_id = c.account_id"
+
+    note("account state")
+    con.execute(_state_sql(wanted))
+    parts = []
+    for source in SOURCES:
+        note(source)
+        feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
+        con.execute(f"CREATE OR REPLACE TEMP TABLE fs_{source} AS {_aggregate_sql(source, feats)}")
+        parts.append((source, feats))
+    note("recency")
+    con.execute(_RECENCY_SQL)
+    note("quota")
+    con.execute(_QUOTA_LONG_SQL)
+    frame = con.execute(_final_sql(parts)).df()
+    if wanted:
+        con.unregister("wanted_df")
+
+    frame = _add_quota_metric_columns(con, frame, spec)
+    frame = _blank_missing_sources(dataset, frame, spec)
+    return _finish(frame, spec)
+
+
+# --- SQL ------------------------------------------------------------------------------------
+
+
+def _state_sql(wanted_join: str) -> str:
+    """`fs_state`: per as-of date and account, the latest subscription row before it."""
+    expansion = ", ".join(f"'{k}'" for k in EXPANSION_KINDS)
+    return f"""
+    CREATE OR REPLACE TEMP TABLE fs_state AS
+    WITH hist AS (
+        SELECT dt.as_of, dt.t, c.account_id, c.plan_id, c.tier, c.seats, c.mrr, c.status,
+            c.effective_at,
+            ROW_NUMBER() OVER acc_w AS rn,
+            SUM(CASE WHEN c.change_kind IN ({expansion}) THEN 1 ELSE 0 END)
+                OVER acc_all AS past_expansions,
+            SUM(CASE WHEN c.change_kind IN ('downgrade', 'contraction') THEN 1 ELSE 0 END)
+                OVER acc_all AS past_contractions,
+            MAX(CASE WHEN c.change_kind IN ({expansion}) THEN c.effective_at END)
+                OVER acc_all AS last_expansion_at
+        FROM as_of_dates dt
+        JOIN subscription_changes c ON c.effective_at < dt.as_of
+        {wanted_join}
+        WINDOW acc_w AS (PARTITION BY dt.as_of, c.account_id ORDER BY c.effective_at DESC),
+               acc_all AS (PARTITION BY dt.as_of, c.account_id)
+    )
+    SELECT h.as_of, h.t, h.account_id, h.plan_id, CAST(h.tier AS DOUBLE) AS tier,
+        CAST(h.seats AS DOUBLE) AS seats, h.mrr, h.status,
+        CAST(h.past_expansions AS DOUBLE) AS past_expansions,
+        CAST(h.past_contractions AS DOUBLE) AS past_contractions,
+        CAST(h.t - DATE_DIFF('day', DATE '1970-01-01', CAST(h.last_expansion_at AS DATE))
+             AS DOUBLE) AS days_since_last_expansion,
+        CAST(h.t - DATE_DIFF('day', DATE '1970-01-01', CAST(acc.created_at AS DATE))
+             AS DOUBLE) AS tenure_days,
+        CAST(acc.segment AS VARCHAR) AS segment,
+        CAST(acc.employees AS DOUBLE) AS employees,
+        CAST(pf.plan_feature_count AS DOUBLE) AS plan_feature_count
+    FROM hist h
+    JOIN accounts acc ON acc.account_id = h.account_id
+    LEFT JOIN plan_feature_counts pf ON pf.tier = h.tier
+    WHERE h.rn = 1 AND h.status IN ('active', 'trialing')
+    """
+
+
+def _aggregate_sql(source: str, feats: list[Feature]) -> str:
+    table, reach = SOURCES[source]
+    exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
+    return f"""
+    SELECT s.as_of, s.account_id,
+        {exprs}
+    FROM {table} a
+    JOIN as_of_dates dt ON {reach}
+    JOIN fs_state s ON s.as_of = dt.as_of AND s.account_id = a.account_id
+    GROUP BY s.as_of, s.account_id
+    """
+
+
+# Last active day before each as-of date: carry the latest day forward along each account's
+# timeline (one sort), instead of joining every as-of date to the whole history.
+_RECENCY_SQL = """
+CREATE OR REPLACE TEMP TABLE fs_recency AS
+SELECT as_of, account_id, last_d AS last_event_day FROM (
+    SELECT account_id, as_of, is_mark,
+        MAX(CASE WHEN is_mark = 0 THEN d END) OVER (
+            PARTITION BY account_id ORDER BY d, is_mark DESC
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_d
+    FROM (
+        SELECT a.account_id, a.d, CAST(NULL AS TIMESTAMP) AS as_of, 0 AS is_mark
+        FROM account_day a
+        WHERE a.account_id IN (SELECT account_id FROM fs_state)
+        UNION ALL
+        SELECT account_id, t AS d, as_of, 1 AS is_mark FROM fs_state
+    ) marks
+) carried
+WHERE is_mark = 1
+"""
+
+# One row per as-of date, account and quota metric of its current plan. The current plan's
+# limit is used for every window: pressure against today's limit is what an upsell relieves.
+_QUOTA_LONG_SQL = """
+CREATE OR REPLACE TEMP TABLE fs_quota_long AS
+WITH base AS (
+    SELECT s.as_of, s.account_id, l.metric, l.monthly_limit AS lim,
+        dt.t, dt.m0, dt.pm0, dt.dim, dt.elapsed
+    FROM fs_state s
+    JOIN as_of_dates dt ON dt.as_of = s.as_of
+    JOIN plan_limits l ON l.plan_id = s.plan_id
+),
+usage AS (
+    SELECT b.as_of, b.account_id, b.metric,
+        SUM(CASE WHEN q.d >= b.t - 30 THEN q.quantity ELSE 0 END) AS usage_30d,
+        SUM(CASE WHEN q.d >= b.pm0 AND q.d < b.m0 THEN q.quantity ELSE 0 END) AS usage_last_month,
+        SUM(CASE WHEN q.d >= b.m0 THEN q.quantity ELSE 0 END) AS usage_mtd
+    FROM base b
+    JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
+        AND q.d >= LEAST(b.t - 30, b.pm0) AND q.d < b.t
+    GROUP BY b.as_of, b.account_id, b.metric
+),
+cum AS (
+    SELECT b.as_of, b.account_id, b.metric, b.t, b.lim, q.m, q.m_next, q.d,
+        SUM(q.quantity) OVER (
+            PARTITION BY b.as_of, b.account_id, b.metric, q.m ORDER BY q.d
+            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
+    FROM base b
+    JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
+        AND q.m_next > b.t - 30 AND q.d < b.t
+),
+crossing AS (
+    SELECT as_of, account_id, metric, m, MIN(m_next) AS m_next, MIN(t) AS t, MIN(d) AS cross_d
+    FROM cum
+    WHERE lim > 0 AND cum >= 0.85 * lim
+    GROUP BY as_of, account_id, metric, m
+),
+above AS (
+    SELECT as_of, account_id, metric,
+        SUM(GREATEST(0, LEAST(m_next, t) - GREATEST(cross_d, t - 30))) AS days_above_85
+    FROM crossing
+    GROUP BY as_of, account_id, metric
+)
+SELECT b.as_of, b.account_id, b.metric,
+    COALESCE(u.usage_30d, 0) / NULLIF(b.lim, 0) AS util_30d,
+    COALESCE(u.usage_last_month, 0) / NULLIF(b.lim, 0) AS util_last_month,
+    CASE WHEN b.elapsed > 0
+        THEN COALESCE(u.usage_mtd, 0) / NULLIF(b.lim * b.elapsed / b.dim, 0) END AS util_mtd,
+    CASE WHEN b.elapsed >= 7 THEN COALESCE(u.usage_mtd, 0) * b.dim / b.elapsed
+        ELSE COALESCE(u.usage_30d, 0) * b.dim / 30.0 END / NULLIF(b.lim, 0) AS projected_util,
+    CAST(COALESCE(ab.days_above_85, 0) AS DOUBLE) AS days_above_85
+FROM base b
+LEFT JOIN usage u ON u.as_of = b.as_of AND u.account_id = b.account_id AND u.metric = b.metric
+LEFT JOIN above ab
+    ON ab.as_of = b.as_of AND ab.account_id = b.account_id AND ab.metric = b.metric
+"""
+
+
+# The cheapest paid plan's price (base + one seat); empty without prices in the price list.
+_PRICE_FLOOR_SQL = """
+SELECT MIN(COALESCE(base_mrr, 0) + COALESCE(seat_mrr, 0)) FROM plans
+WHERE COALESCE(base_mrr, 0) + COALESCE(seat_mrr, 0) > 0
+"""
+
+
+def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
+    """Join every family onto the state rows, then compute the derived features."""
+    cols = ["s.as_of", "s.account_id", "s.t", "s.plan_feature_count", "r.last_event_day",
+            f"({_PRICE_FLOOR_SQL}) AS price_floor"]
+    cols += [f"{f.sql} AS {f.name}" for f in FEATURES if f.stage == "state" and f.model]
+    joins = []
+    for source, feats in parts:
+        cols += [f"COALESCE(fs_{source}.{f.name}, 0) AS {f.name}" for f in feats]
+        joins.append(
+            f"LEFT JOIN fs_{source} ON fs_{source}.as_of = s.as_of "
+            f"AND fs_{source}.account_id = s.account_id"
+        )
+    quota = [f for f in FEATURES if f.stage == "quota"]
+    quota_exprs = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in quota)
+    cols += [f"qa.{f.name}" for f in quota]
+    derived = ",\n    ".join(
+        f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES if f.stage == "derived"
+    )
+    return f"""
+    WITH joined AS (
+        SELECT {', '.join(cols)}
+        FROM fs_state s
+        LEFT JOIN fs_recency r ON r.as_of = s.as_of AND r.account_id = s.account_id
+        {' '.join(joins)}
+        LEFT JOIN (
+            SELECT q.as_of, q.account_id, {quota_exprs}
+            FROM fs_quota_long q GROUP BY q.as_of, q.account_id
+        ) qa ON qa.as_of = s.as_of AND qa.account_id = s.account_id
+    )
+    SELECT *,
+    {derived}
+    FROM joined
+    ORDER BY as_of, account_id
+    """
+
+
+# --- pandas finishing -----------------------------------------------------------------------
+
+
+def _add_quota_metric_columns(con, frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Pivot the long quota table into one column per metric and measure (names from data)."""
+    if not spec.metrics:
+        return frame
+    long = con.execute("SELECT * FROM fs_quota_long").df()
+    if long.empty:
+        for metric in spec.metrics:
+            for column in QUOTA_METRIC_COLUMNS:
+                frame[f"quota_{column}__{metric_slug(metric)}"] = float("nan")
+        return frame
+    long["metric"] = long["metric"].map(metric_slug)
+    wide = long.pivot_table(
+        index=KEYS, columns="metric", values=list(QUOTA_METRIC_COLUMNS), aggfunc="max",
+        dropna=False,
+    )
+    wide.columns = [f"quota_{column}__{metric}" for column, metric in wide.columns]
+    return frame.merge(wide.reset_index(), on=KEYS, how="left")
+
+
+def _blank_missing_sources(dataset: Dataset, frame: pd.DataFrame, spec: FeatureSpec):
+    """Features whose optional table is absent are left empty (NaN), not zero."""
+    for f in spec.features:
+        if f.requires and not dataset.has(f.requires):
+            frame[f.name] = float("nan")
+    return frame
+
+
+def _finish(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    for name in spec.names:
+        if name not in frame.columns:
+            frame[name] = float("nan")
+    out = frame[KEYS + spec.names].copy()
+    out["as_of"] = out["as_of"].astype("datetime64[us]")
+    out["account_id"] = out["account_id"].astype(str)
+    for f in spec.features:
+        if f.dtype == "category":
+            out[f.name] = out[f.name].astype("string").astype(object).where(
+                out[f.name].notna(), None
+            )
+        else:
+            out[f.name] = out[f.name].astype("float64")
+    return out.reset_index(drop=True)

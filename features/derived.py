@@ -1,0 +1,50 @@
+"""Derived facts of the contract, defined once: subscription change kinds.
+
+From consecutive subscription rows of one account: the first row is `new`; to `canceled` is
+`churn`; from `canceled` back is `reactivation`; a higher tier is `upgrade`, a lower one
+`downgrade`; the same tier with higher mrr is `expansion`, lower `contraction`; otherwise
+`unchanged`. Features, labels and analytics all read `subscription_changes`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+EXPANSION_KINDS = ("upgrade", "expansion")
+POST_UPSELL_CHURN_KINDS = ("churn", "downgrade", "contraction")
+CONTRACTION_KINDS = ("downgrade", "contraction")
+
+# Portable SQL (DuckDB and Spark via sqlglot): LAG over each account's history.
+SUBSCRIPTION_CHANGES_SQL = """
+SELECT
+    s.account_id,
+    s.effective_at,
+    s.plan_id,
+    p.tier,
+    s.seats,
+    s.mrr,
+    s.status,
+    LAG(p.tier) OVER w AS prev_tier,
+    LAG(s.mrr) OVER w AS prev_mrr,
+    LAG(s.status) OVER w AS prev_status,
+    LAG(s.seats) OVER w AS prev_seats,
+    CASE
+        WHEN LAG(s.status) OVER w IS NULL THEN 'new'
+        WHEN s.status = 'canceled' AND LAG(s.status) OVER w <> 'canceled' THEN 'churn'
+        WHEN s.status = 'canceled' THEN 'unchanged'
+        WHEN LAG(s.status) OVER w = 'canceled' THEN 'reactivation'
+        WHEN p.tier > LAG(p.tier) OVER w THEN 'upgrade'
+        WHEN p.tier < LAG(p.tier) OVER w THEN 'downgrade'
+        WHEN s.mrr > LAG(s.mrr) OVER w THEN 'expansion'
+        WHEN s.mrr < LAG(s.mrr) OVER w THEN 'contraction'
+        ELSE 'unchanged'
+    END AS change_kind
+FROM subscriptions s
+JOIN plans p ON p.plan_id = s.plan_id
+WINDOW w AS (PARTITION BY s.account_id ORDER BY s.effective_at)
+"""
+
+
+def create_subscription_changes(con: duckdb.DuckDBPyConnection) -> None:
+    """Materialize `subscription_changes` in the connection (idempotent)."""
+    con.execute(f"CREATE OR REPLACE TABLE subscription_changes AS {SUBSCRIPTION_CHANGES_SQL}")

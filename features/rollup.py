@@ -1,0 +1,93 @@
+"""Daily roll-ups: the one scan of the raw events.
+
+`ensure_rollups(dataset)` reads the clean events once (a GROUPING SETS query, so one scan
+yields both grains) and materializes compact tables that every feature reads instead:
+
+- `activity_day`: account x day x event, with the catalog's meaning of the event joined on
+  (feature, workflow, power, min_tier, signal, quota_metric), event count and quantity;
+- `user_day`: account x day x user (distinct active users over any window);
+- `account_day`: account x day with any event (recency);
+- `quota_day`: account x day x quota metric, quantity toward the quota, with month bounds;
+- `first_use`: account x feature, the day of first use;
+- `subscription_changes` (see `features.derived`) and `plan_feature_counts`.
+
+Day numbers `d` are days since 1970-01-01, so windows are integer arithmetic on any engine.
+"""
+
+from __future__ import annotations
+
+from features.dataset import Dataset
+from features.derived import create_subscription_changes
+
+_DAY = "CAST(DATE_DIFF('day', DATE '1970-01-01', {col}) AS INTEGER)"
+
+ROLLUP_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _rollup AS
+SELECT account_id, day, event, user_id, GROUPING(event, user_id) AS grain,
+    COUNT(*) AS n_events, SUM(quantity) AS quantity
+FROM (SELECT account_id, CAST("timestamp" AS DATE) AS day, event, user_id, quantity FROM events)
+GROUP BY GROUPING SETS ((account_id, day, event), (account_id, day, user_id))
+"""
+
+ACTIVITY_DAY_SQL = f"""
+CREATE OR REPLACE TEMP TABLE activity_day AS
+SELECT r.account_id, {_DAY.format(col="r.day")} AS d, r.day, r.event,
+    COALESCE(c.feature, r.event) AS feature, c.workflow, COALESCE(c.power, false) AS power,
+    c.min_tier, c.signal, c.quota_metric, r.n_events, r.quantity
+FROM _rollup r
+LEFT JOIN event_catalog c ON c.event = r.event
+WHERE r.grain = 1
+"""
+
+USER_DAY_SQL = f"""
+CREATE OR REPLACE TEMP TABLE user_day AS
+SELECT account_id, {_DAY.format(col="day")} AS d, user_id
+FROM _rollup
+WHERE grain = 2 AND user_id IS NOT NULL
+"""
+
+ACCOUNT_DAY_SQL = """
+CREATE OR REPLACE TEMP TABLE account_day AS
+SELECT DISTINCT account_id, d FROM activity_day
+"""
+
+QUOTA_DAY_SQL = f"""
+CREATE OR REPLACE TEMP TABLE quota_day AS
+SELECT account_id, d, quota_metric AS metric,
+    {_DAY.format(col="DATE_TRUNC('month', day)")} AS m,
+    {_DAY.format(col="DATE_TRUNC('month', day) + INTERVAL 1 MONTH")} AS m_next,
+    SUM(quantity) AS quantity
+FROM activity_day
+WHERE quota_metric IS NOT NULL
+GROUP BY account_id, d, quota_metric, day
+"""
+
+FIRST_USE_SQL = """
+CREATE OR REPLACE TEMP TABLE first_use AS
+SELECT account_id, feature, MIN(d) AS first_d FROM activity_day GROUP BY account_id, feature
+"""
+
+PLAN_FEATURE_COUNTS_SQL = """
+CREATE OR REPLACE TEMP TABLE plan_feature_counts AS
+SELECT p.tier, COUNT(DISTINCT c.feature) AS plan_feature_count
+FROM (SELECT DISTINCT tier FROM plans) p
+JOIN event_catalog c ON c.min_tier IS NULL OR c.min_tier <= p.tier
+GROUP BY p.tier
+"""
+
+
+def ensure_rollups(dataset: Dataset) -> None:
+    """Build the roll-up tables once per loaded dataset (later calls are free)."""
+    con = dataset.con
+    exists = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'activity_day'"
+    ).fetchall()[0][0]
+    if exists:
+        return
+    create_subscription_changes(con)
+    con.execute(ROLLUP_SQL)
+    for sql in (ACTIVITY_DAY_SQL, USER_DAY_SQL):
+        con.execute(sql)
+    con.execute("DROP TABLE _rollup")
+    for sql in (ACCOUNT_DAY_SQL, QUOTA_DAY_SQL, FIRST_USE_SQL, PLAN_FEATURE_COUNTS_SQL):
+        con.execute(sql)
