@@ -63,16 +63,18 @@ def as_of_frame(dates: Iterable[date]) -> pd.DataFrame:
     for d in sorted(set(dates)):
         m0 = d.replace(day=1)
         pm0 = (m0 - timedelta(days=1)).replace(day=1)
-        rows.append({
-            "as_of": pd.Timestamp(d),
-            "t": (d - EPOCH).days,
-            "m0": (m0 - EPOCH).days,
-            "pm0": (pm0 - EPOCH).days,
-            "dim": calendar.monthrange(d.year, d.month)[1],
-            "elapsed": d.day - 1,
-            "as_of_m30": pd.Timestamp(d - timedelta(days=30)),
-            "as_of_m90": pd.Timestamp(d - timedelta(days=90)),
-        })
+        rows.append(
+            {
+                "as_of": pd.Timestamp(d),
+                "t": (d - EPOCH).days,
+                "m0": (m0 - EPOCH).days,
+                "pm0": (pm0 - EPOCH).days,
+                "dim": calendar.monthrange(d.year, d.month)[1],
+                "elapsed": d.day - 1,
+                "as_of_m30": pd.Timestamp(d - timedelta(days=30)),
+                "as_of_m90": pd.Timestamp(d - timedelta(days=90)),
+            }
+        )
     frame = pd.DataFrame(rows)
     for col in ("as_of", "as_of_m30", "as_of_m90"):
         frame[col] = frame[col].astype("datetime64[us]")
@@ -311,8 +313,14 @@ WHERE COALESCE(base_mrr, 0) + COALESCE(seat_mrr, 0) > 0
 
 def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
     """Join every family onto the state rows, then compute the derived features."""
-    cols = ["s.as_of", "s.account_id", "s.t", "s.plan_feature_count", "r.last_event_day",
-            f"({_PRICE_FLOOR_SQL}) AS price_floor"]
+    cols = [
+        "s.as_of",
+        "s.account_id",
+        "s.t",
+        "s.plan_feature_count",
+        "r.last_event_day",
+        f"({_PRICE_FLOOR_SQL}) AS price_floor",
+    ]
     cols += [f"{f.sql} AS {f.name}" for f in FEATURES if f.stage == "state" and f.model]
     joins = []
     for source, feats in parts:
@@ -329,10 +337,10 @@ def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
     )
     return f"""
     WITH joined AS (
-        SELECT {', '.join(cols)}
+        SELECT {", ".join(cols)}
         FROM fs_state s
         LEFT JOIN fs_recency r ON r.as_of = s.as_of AND r.account_id = s.account_id
-        {' '.join(joins)}
+        {" ".join(joins)}
         LEFT JOIN (
             SELECT q.as_of, q.account_id, {quota_exprs}
             FROM fs_quota_long q GROUP BY q.as_of, q.account_id
@@ -360,7 +368,10 @@ def _add_quota_metric_columns(con, frame: pd.DataFrame, spec: FeatureSpec) -> pd
         return frame
     long["metric"] = long["metric"].map(metric_slug)
     wide = long.pivot_table(
-        index=KEYS, columns="metric", values=list(QUOTA_METRIC_COLUMNS), aggfunc="max",
+        index=KEYS,
+        columns="metric",
+        values=list(QUOTA_METRIC_COLUMNS),
+        aggfunc="max",
         dropna=False,
     )
     wide.columns = [f"quota_{column}__{metric}" for column, metric in wide.columns]
@@ -384,8 +395,8 @@ def _finish(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     out["account_id"] = out["account_id"].astype(str)
     for f in spec.features:
         if f.dtype == "category":
-            out[f.name] = out[f.name].astype("string").astype(object).where(
-                out[f.name].notna(), None
+            out[f.name] = (
+                out[f.name].astype("string").astype(object).where(out[f.name].notna(), None)
             )
         else:
             out[f.name] = out[f.name].astype("float64")

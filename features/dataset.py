@@ -240,7 +240,8 @@ def _typed(column: Column, source_type: str) -> str:
         if source_type.startswith("TIMESTAMP") or source_type == "DATE":
             return f"CAST({col} AS TIMESTAMP)"
         # Strings: naive values mean UTC, offsets are converted (session time zone is UTC).
-        return f"CAST(TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS TIMESTAMPTZ) AS TIMESTAMP)"
+        text = f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+        return f"CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
     if column.kind == "int":
         as_double = f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE)"
         if source_type in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT"):
@@ -356,8 +357,12 @@ def _load_table(
         )
     rules = _rules(spec, present)
     rules = [
-        (cond.replace("_account_known", "COALESCE(_account_known, false)")
-         .replace("_plan_known", "COALESCE(_plan_known, false)"), reason)
+        (
+            cond.replace("_account_known", "COALESCE(_account_known, false)").replace(
+                "_plan_known", "COALESCE(_plan_known, false)"
+            ),
+            reason,
+        )
         for cond, reason in rules
     ]
     case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)

@@ -21,7 +21,7 @@ from features.derived import create_subscription_changes
 
 _DAY = "CAST(DATE_DIFF('day', DATE '1970-01-01', {col}) AS INTEGER)"
 
-ROLLUP_SQL = f"""
+ROLLUP_SQL = """
 CREATE OR REPLACE TEMP TABLE _rollup AS
 SELECT account_id, day, event, user_id, GROUPING(event, user_id) AS grain,
     COUNT(*) AS n_events, SUM(quantity) AS quantity

@@ -19,25 +19,51 @@ BASE_TABLES: dict[str, list[dict]] = {
         {"plan_id": "pro", "tier": 2, "base_mrr": 100.0, "seat_mrr": 20.0},
     ],
     "subscriptions": [
-        {"account_id": "a1", "effective_at": "2024-01-01", "plan_id": "starter", "seats": 3,
-         "mrr": 80.0, "status": "active"},
-        {"account_id": "a2", "effective_at": "2024-01-02", "plan_id": "pro", "seats": 5,
-         "mrr": 200.0, "status": "active"},
+        {
+            "account_id": "a1",
+            "effective_at": "2024-01-01",
+            "plan_id": "starter",
+            "seats": 3,
+            "mrr": 80.0,
+            "status": "active",
+        },
+        {
+            "account_id": "a2",
+            "effective_at": "2024-01-02",
+            "plan_id": "pro",
+            "seats": 5,
+            "mrr": 200.0,
+            "status": "active",
+        },
     ],
     "users": [
         {"user_id": "u1", "account_id": "a1", "created_at": "2024-01-01"},
         {"user_id": "u2", "account_id": "a2", "created_at": "2024-01-02"},
     ],
     "events": [
-        {"account_id": "a1", "timestamp": "2024-01-03T10:00:00", "event": "login",
-         "user_id": "u1", "event_id": "e1", "quantity": 1.0},
-        {"account_id": "a2", "timestamp": "2024-01-03T11:00:00", "event": "login",
-         "user_id": "u2", "event_id": "e2", "quantity": 1.0},
+        {
+            "account_id": "a1",
+            "timestamp": "2024-01-03T10:00:00",
+            "event": "login",
+            "user_id": "u1",
+            "event_id": "e1",
+            "quantity": 1.0,
+        },
+        {
+            "account_id": "a2",
+            "timestamp": "2024-01-03T11:00:00",
+            "event": "login",
+            "user_id": "u2",
+            "event_id": "e2",
+            "quantity": 1.0,
+        },
     ],
 }
 
 
-def write_tables(path: Path, tables: dict[str, list[dict] | pd.DataFrame], fmt: str = "csv") -> Path:
+def write_tables(
+    path: Path, tables: dict[str, list[dict] | pd.DataFrame], fmt: str = "csv"
+) -> Path:
     """Write each table as `<name>.<fmt>` into `path` and return it."""
     path.mkdir(parents=True, exist_ok=True)
     for name, rows in tables.items():

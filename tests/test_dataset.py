@@ -39,14 +39,28 @@ def test_missing_optional_table_is_empty_not_fatal(make_dataset):
     assert not ds.has("event_catalog")
     assert ds.frame("plan_limits").empty
     assert list(ds.frame("outreach").columns) == [
-        "account_id", "sent_at", "channel", "trigger", "holdout"
+        "account_id",
+        "sent_at",
+        "channel",
+        "trigger",
+        "holdout",
     ]
 
 
 def test_missing_required_column_is_fatal_and_names_file_and_column(make_dataset):
-    rows = [{k: v for k, v in r.items() if k != "mrr"} for r in
-            [{"account_id": "a1", "effective_at": "2024-01-01", "plan_id": "starter",
-              "seats": 1, "mrr": 60, "status": "active"}]]
+    rows = [
+        {k: v for k, v in r.items() if k != "mrr"}
+        for r in [
+            {
+                "account_id": "a1",
+                "effective_at": "2024-01-01",
+                "plan_id": "starter",
+                "seats": 1,
+                "mrr": 60,
+                "status": "active",
+            }
+        ]
+    ]
     path = make_dataset(replace={"subscriptions": rows})
     with pytest.raises(ContractError) as err:
         load_dataset(path)
@@ -74,24 +88,51 @@ def test_two_files_for_one_table_is_fatal(make_dataset):
 
 
 EVENT_CASES = [
-    ({"account_id": "nope", "timestamp": "2024-01-03", "event": "x", "event_id": "n1"},
-     "unknown_account"),
-    ({"account_id": "a1", "timestamp": "not-a-date", "event": "x", "event_id": "n2"},
-     "unparseable_timestamp"),
-    ({"account_id": "a1", "timestamp": "2024-13-45T99:00", "event": "x", "event_id": "n3"},
-     "unparseable_timestamp"),
-    ({"account_id": "a1", "timestamp": None, "event": "x", "event_id": "n4"},
-     "missing_timestamp"),
-    ({"account_id": "a1", "timestamp": "2024-01-03", "event": None, "event_id": "n5"},
-     "missing_event"),
-    ({"account_id": "a1", "timestamp": "2024-01-03", "event": "x", "event_id": "n6",
-      "quantity": -2}, "negative_quantity"),
-    ({"account_id": "a1", "timestamp": "2024-01-03", "event": "x", "event_id": "n7",
-      "quantity": "lots"}, "unparseable_quantity"),
-    ({"account_id": "a1", "timestamp": "2024-01-03", "event": "x", "event_id": "e1"},
-     "duplicate_event_id"),
-    ({"account_id": None, "timestamp": "2024-01-03", "event": "x", "event_id": "n8"},
-     "missing_account_id"),
+    (
+        {"account_id": "nope", "timestamp": "2024-01-03", "event": "x", "event_id": "n1"},
+        "unknown_account",
+    ),
+    (
+        {"account_id": "a1", "timestamp": "not-a-date", "event": "x", "event_id": "n2"},
+        "unparseable_timestamp",
+    ),
+    (
+        {"account_id": "a1", "timestamp": "2024-13-45T99:00", "event": "x", "event_id": "n3"},
+        "unparseable_timestamp",
+    ),
+    ({"account_id": "a1", "timestamp": None, "event": "x", "event_id": "n4"}, "missing_timestamp"),
+    (
+        {"account_id": "a1", "timestamp": "2024-01-03", "event": None, "event_id": "n5"},
+        "missing_event",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "timestamp": "2024-01-03",
+            "event": "x",
+            "event_id": "n6",
+            "quantity": -2,
+        },
+        "negative_quantity",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "timestamp": "2024-01-03",
+            "event": "x",
+            "event_id": "n7",
+            "quantity": "lots",
+        },
+        "unparseable_quantity",
+    ),
+    (
+        {"account_id": "a1", "timestamp": "2024-01-03", "event": "x", "event_id": "e1"},
+        "duplicate_event_id",
+    ),
+    (
+        {"account_id": None, "timestamp": "2024-01-03", "event": "x", "event_id": "n8"},
+        "missing_account_id",
+    ),
 ]
 
 
@@ -114,12 +155,19 @@ def test_duplicate_keeps_first_occurrence(make_dataset):
 
 def test_time_zones_are_converted_to_naive_utc(make_dataset):
     rows = [
-        {"account_id": "a1", "timestamp": "2024-01-03T12:00:00+02:00", "event": "tz",
-         "event_id": "t1"},
-        {"account_id": "a1", "timestamp": "2024-01-03T05:00:00-05:00", "event": "tz",
-         "event_id": "t2"},
-        {"account_id": "a1", "timestamp": "2024-01-03T10:00:00Z", "event": "tz",
-         "event_id": "t3"},
+        {
+            "account_id": "a1",
+            "timestamp": "2024-01-03T12:00:00+02:00",
+            "event": "tz",
+            "event_id": "t1",
+        },
+        {
+            "account_id": "a1",
+            "timestamp": "2024-01-03T05:00:00-05:00",
+            "event": "tz",
+            "event_id": "t2",
+        },
+        {"account_id": "a1", "timestamp": "2024-01-03T10:00:00Z", "event": "tz", "event_id": "t3"},
     ]
     ds = load_dataset(make_dataset(extra={"events": rows}))
     tz = ds.frame("events").query("event == 'tz'")
@@ -127,10 +175,14 @@ def test_time_zones_are_converted_to_naive_utc(make_dataset):
 
 
 def test_aware_parquet_timestamps_are_converted(make_dataset):
-    events = pd.DataFrame({
-        "account_id": ["a1"], "event": ["login"], "event_id": ["z1"],
-        "timestamp": pd.to_datetime(["2024-01-03 12:00"]).tz_localize("Europe/Berlin"),
-    })
+    events = pd.DataFrame(
+        {
+            "account_id": ["a1"],
+            "event": ["login"],
+            "event_id": ["z1"],
+            "timestamp": pd.to_datetime(["2024-01-03 12:00"]).tz_localize("Europe/Berlin"),
+        }
+    )
     ds = load_dataset(make_dataset(replace={"events": events}, fmt="parquet"))
     assert ds.frame("events")["timestamp"].iloc[0] == pd.Timestamp("2024-01-03 11:00")
 
@@ -142,33 +194,103 @@ def test_quantity_defaults_to_one(make_dataset):
 
 
 SUBSCRIPTION_CASES = [
-    ({"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "gold", "seats": 1,
-      "mrr": 1, "status": "active"}, "unknown_plan"),
-    ({"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": 1,
-      "mrr": -5, "status": "active"}, "negative_mrr"),
-    ({"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": -1,
-      "mrr": 5, "status": "active"}, "negative_seats"),
-    ({"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": 2.5,
-      "mrr": 5, "status": "active"}, "unparseable_seats"),
-    ({"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": 1,
-      "mrr": 5, "status": "paused"}, "invalid_status"),
-    ({"account_id": "zz", "effective_at": "2024-02-01", "plan_id": "pro", "seats": 1,
-      "mrr": 5, "status": "active"}, "unknown_account"),
-    ({"account_id": "a1", "effective_at": "2024-01-01", "plan_id": "pro", "seats": 1,
-      "mrr": 5, "status": "active"}, "duplicate_account_id_effective_at"),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-02-01",
+            "plan_id": "gold",
+            "seats": 1,
+            "mrr": 1,
+            "status": "active",
+        },
+        "unknown_plan",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-02-01",
+            "plan_id": "pro",
+            "seats": 1,
+            "mrr": -5,
+            "status": "active",
+        },
+        "negative_mrr",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-02-01",
+            "plan_id": "pro",
+            "seats": -1,
+            "mrr": 5,
+            "status": "active",
+        },
+        "negative_seats",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-02-01",
+            "plan_id": "pro",
+            "seats": 2.5,
+            "mrr": 5,
+            "status": "active",
+        },
+        "unparseable_seats",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-02-01",
+            "plan_id": "pro",
+            "seats": 1,
+            "mrr": 5,
+            "status": "paused",
+        },
+        "invalid_status",
+    ),
+    (
+        {
+            "account_id": "zz",
+            "effective_at": "2024-02-01",
+            "plan_id": "pro",
+            "seats": 1,
+            "mrr": 5,
+            "status": "active",
+        },
+        "unknown_account",
+    ),
+    (
+        {
+            "account_id": "a1",
+            "effective_at": "2024-01-01",
+            "plan_id": "pro",
+            "seats": 1,
+            "mrr": 5,
+            "status": "active",
+        },
+        "duplicate_account_id_effective_at",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("row", "reason"), SUBSCRIPTION_CASES,
-                         ids=[r for _, r in SUBSCRIPTION_CASES])
+@pytest.mark.parametrize(
+    ("row", "reason"), SUBSCRIPTION_CASES, ids=[r for _, r in SUBSCRIPTION_CASES]
+)
 def test_bad_subscription_rows_are_quarantined(make_dataset, row, reason):
     ds = load_dataset(make_dataset(extra={"subscriptions": [row]}))
     assert ds.report.quarantine_counts() == {("subscriptions", reason): 1}
 
 
 def test_status_is_case_insensitive(make_dataset):
-    row = {"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": 1,
-           "mrr": 120, "status": "Canceled"}
+    row = {
+        "account_id": "a1",
+        "effective_at": "2024-02-01",
+        "plan_id": "pro",
+        "seats": 1,
+        "mrr": 120,
+        "status": "Canceled",
+    }
     ds = load_dataset(make_dataset(extra={"subscriptions": [row]}))
     assert "canceled" in set(ds.frame("subscriptions")["status"])
 
@@ -189,8 +311,10 @@ def test_account_rules_and_extra_attributes(make_dataset):
 
 
 def test_rows_referencing_a_quarantined_account_are_quarantined_too(make_dataset):
-    accounts = [{"account_id": "a1", "created_at": "2024-01-01"},
-                {"account_id": "a2", "created_at": "bad"}]
+    accounts = [
+        {"account_id": "a1", "created_at": "2024-01-01"},
+        {"account_id": "a2", "created_at": "bad"},
+    ]
     ds = load_dataset(make_dataset(replace={"accounts": accounts}))
     counts = ds.report.quarantine_counts()
     assert counts[("events", "unknown_account")] == 1
@@ -198,9 +322,15 @@ def test_rows_referencing_a_quarantined_account_are_quarantined_too(make_dataset
 
 
 def test_user_rules(make_dataset):
-    rows = [{"user_id": "u9", "account_id": "a1", "created_at": "2024-02-01",
-             "deactivated_at": "2024-01-01"},
-            {"user_id": "u1", "account_id": "a1", "created_at": "2024-02-01"}]
+    rows = [
+        {
+            "user_id": "u9",
+            "account_id": "a1",
+            "created_at": "2024-02-01",
+            "deactivated_at": "2024-01-01",
+        },
+        {"user_id": "u1", "account_id": "a1", "created_at": "2024-02-01"},
+    ]
     ds = load_dataset(make_dataset(extra={"users": rows}))
     assert ds.report.quarantine_counts() == {
         ("users", "deactivated_before_created"): 1,

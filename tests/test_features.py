@@ -13,8 +13,14 @@ from features.registry import feature_names
 
 CATALOG = [
     {"event": "login", "feature": None, "workflow": "core"},
-    {"event": "report", "feature": "reports", "workflow": "analytics", "power": True,
-     "min_tier": 2, "quota_metric": "reports"},
+    {
+        "event": "report",
+        "feature": "reports",
+        "workflow": "analytics",
+        "power": True,
+        "min_tier": 2,
+        "quota_metric": "reports",
+    },
     {"event": "pricing", "signal": "pricing_page"},
     {"event": "invite", "signal": "invite", "workflow": "team"},
     {"event": "paywall", "signal": "paywall"},
@@ -23,8 +29,14 @@ LIMITS = [{"plan_id": "starter", "metric": "reports", "monthly_limit": 10}]
 
 
 def ev(i, account, ts, event, user="u1", qty=1.0):
-    return {"account_id": account, "timestamp": ts, "event": event, "user_id": user,
-            "event_id": f"x{i}", "quantity": qty}
+    return {
+        "account_id": account,
+        "timestamp": ts,
+        "event": event,
+        "user_id": user,
+        "event_id": f"x{i}",
+        "quantity": qty,
+    }
 
 
 EVENTS = [
@@ -39,8 +51,7 @@ EVENTS = [
 
 @pytest.fixture
 def tiny(make_dataset):
-    path = make_dataset(extra={"events": EVENTS, "event_catalog": CATALOG,
-                               "plan_limits": LIMITS})
+    path = make_dataset(extra={"events": EVENTS, "event_catalog": CATALOG, "plan_limits": LIMITS})
     return load_dataset(path)
 
 
@@ -108,22 +119,41 @@ def test_quota_family(tiny):
 
 
 def test_days_above_85_counts_days_after_the_crossing(make_dataset):
-    events = [ev(i, "a1", f"2024-03-{d:02d}T10:00:00", "report", qty=3.0)
-              for i, d in enumerate((2, 4, 6, 8))]  # cum 3, 6, 9 (>= 8.5 on Mar 6), 12
-    path = make_dataset(extra={"events": events, "event_catalog": CATALOG,
-                               "plan_limits": LIMITS})
+    events = [
+        ev(i, "a1", f"2024-03-{d:02d}T10:00:00", "report", qty=3.0)
+        for i, d in enumerate((2, 4, 6, 8))
+    ]  # cum 3, 6, 9 (>= 8.5 on Mar 6), 12
+    path = make_dataset(extra={"events": events, "event_catalog": CATALOG, "plan_limits": LIMITS})
     r = row(build_features(load_dataset(path), "2024-03-16"), "a1", "2024-03-16")
     assert r.quota_days_above_85 == 10  # Mar 6 .. Mar 15
 
 
 def test_commercial_family_and_history(make_dataset):
     subs = [
-        {"account_id": "a1", "effective_at": "2024-03-01", "plan_id": "pro", "seats": 3,
-         "mrr": 160.0, "status": "active"},  # upgrade
-        {"account_id": "a1", "effective_at": "2024-04-01", "plan_id": "pro", "seats": 2,
-         "mrr": 140.0, "status": "active"},  # contraction
-        {"account_id": "a2", "effective_at": "2024-03-01", "plan_id": "pro", "seats": 0,
-         "mrr": 0.0, "status": "canceled"},  # churn: a2 leaves the population
+        {
+            "account_id": "a1",
+            "effective_at": "2024-03-01",
+            "plan_id": "pro",
+            "seats": 3,
+            "mrr": 160.0,
+            "status": "active",
+        },  # upgrade
+        {
+            "account_id": "a1",
+            "effective_at": "2024-04-01",
+            "plan_id": "pro",
+            "seats": 2,
+            "mrr": 140.0,
+            "status": "active",
+        },  # contraction
+        {
+            "account_id": "a2",
+            "effective_at": "2024-03-01",
+            "plan_id": "pro",
+            "seats": 0,
+            "mrr": 0.0,
+            "status": "canceled",
+        },  # churn: a2 leaves the population
     ]
     ds = load_dataset(make_dataset(extra={"subscriptions": subs}))
     frame = build_feature_frame(ds, ["2024-03-01", "2024-03-02", "2024-04-15"])
@@ -149,8 +179,10 @@ def test_missing_optional_tables_leave_their_features_empty(make_dataset):
 
 def test_trends_compare_last_30_days_with_the_30_before(make_dataset):
     events = [ev(i, "a1", f"2024-01-{d:02d}T10:00:00", "login") for i, d in enumerate((5, 6))]
-    events += [ev(10 + i, "a1", f"2024-02-{d:02d}T10:00:00", "login") for i, d in
-               enumerate((10, 11, 12, 13, 14))]
+    events += [
+        ev(10 + i, "a1", f"2024-02-{d:02d}T10:00:00", "login")
+        for i, d in enumerate((10, 11, 12, 13, 14))
+    ]
     ds = load_dataset(make_dataset(replace={"events": events}))
     r = row(build_features(ds, "2024-03-01"), "a1", "2024-03-01")
     assert r.events_30d == 5 and r.events_prev_30d == 2

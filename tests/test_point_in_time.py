@@ -15,13 +15,20 @@ from tests.conftest import BASE_TABLES, write_tables
 AS_OF = datetime(2024, 2, 15)
 CATALOG = [
     {"event": "login", "workflow": "core"},
-    {"event": "report", "feature": "reports", "power": True, "min_tier": 2,
-     "quota_metric": "reports"},
+    {
+        "event": "report",
+        "feature": "reports",
+        "power": True,
+        "min_tier": 2,
+        "quota_metric": "reports",
+    },
     {"event": "pricing", "signal": "pricing_page"},
     {"event": "invite", "signal": "invite"},
 ]
-LIMITS = [{"plan_id": "starter", "metric": "reports", "monthly_limit": 10},
-          {"plan_id": "pro", "metric": "reports", "monthly_limit": 100}]
+LIMITS = [
+    {"plan_id": "starter", "metric": "reports", "monthly_limit": 10},
+    {"plan_id": "pro", "metric": "reports", "monthly_limit": 100},
+]
 EVENT_NAMES = ["login", "report", "pricing", "invite", "other"]
 
 
@@ -29,9 +36,14 @@ def history() -> dict[str, list[dict]]:
     """Base tables plus events before and after the as-of date."""
     tables = {k: list(v) for k, v in BASE_TABLES.items()}
     tables["events"] = [
-        {"account_id": acc, "timestamp": (datetime(2024, 1, 3) + timedelta(days=d, hours=h))
-         .isoformat(), "event": EVENT_NAMES[(d + h) % 5], "user_id": user,
-         "event_id": f"h{acc}{d}{h}", "quantity": float(h)}
+        {
+            "account_id": acc,
+            "timestamp": (datetime(2024, 1, 3) + timedelta(days=d, hours=h)).isoformat(),
+            "event": EVENT_NAMES[(d + h) % 5],
+            "user_id": user,
+            "event_id": f"h{acc}{d}{h}",
+            "quantity": float(h),
+        }
         for acc, user in (("a1", "u1"), ("a2", "u2"))
         for d in range(0, 70, 3)
         for h in (1, 7)
@@ -45,39 +57,53 @@ offsets = st.floats(min_value=0, max_value=80 * 24 * 3600).map(
     lambda s: (AS_OF + timedelta(seconds=s)).isoformat()
 )
 late_events = st.lists(
-    st.fixed_dictionaries({
-        "account_id": st.sampled_from(["a1", "a2"]),
-        "timestamp": offsets,
-        "event": st.sampled_from(EVENT_NAMES),
-        "user_id": st.sampled_from(["u1", "u2", "u_new", None]),
-        "quantity": st.floats(min_value=0, max_value=50),
-    }),
+    st.fixed_dictionaries(
+        {
+            "account_id": st.sampled_from(["a1", "a2"]),
+            "timestamp": offsets,
+            "event": st.sampled_from(EVENT_NAMES),
+            "user_id": st.sampled_from(["u1", "u2", "u_new", None]),
+            "quantity": st.floats(min_value=0, max_value=50),
+        }
+    ),
     max_size=12,
 )
 late_subscriptions = st.lists(
-    st.fixed_dictionaries({
-        "account_id": st.sampled_from(["a1", "a2"]),
-        "effective_at": offsets,
-        "plan_id": st.sampled_from(["starter", "pro"]),
-        "seats": st.integers(0, 20),
-        "mrr": st.floats(0, 1000),
-        "status": st.sampled_from(["active", "trialing", "canceled"]),
-    }),
+    st.fixed_dictionaries(
+        {
+            "account_id": st.sampled_from(["a1", "a2"]),
+            "effective_at": offsets,
+            "plan_id": st.sampled_from(["starter", "pro"]),
+            "seats": st.integers(0, 20),
+            "mrr": st.floats(0, 1000),
+            "status": st.sampled_from(["active", "trialing", "canceled"]),
+        }
+    ),
     max_size=3,
 )
 late_users = st.lists(
-    st.fixed_dictionaries({
-        "account_id": st.sampled_from(["a1", "a2"]),
-        "created_at": offsets,
-    }),
+    st.fixed_dictionaries(
+        {
+            "account_id": st.sampled_from(["a1", "a2"]),
+            "created_at": offsets,
+        }
+    ),
     max_size=3,
 )
 
 
-@settings(max_examples=20, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(events=late_events, subs=late_subscriptions, users=late_users,
-       drop_late=st.booleans(), deactivate=st.booleans())
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    events=late_events,
+    subs=late_subscriptions,
+    users=late_users,
+    drop_late=st.booleans(),
+    deactivate=st.booleans(),
+)
 def test_rows_at_or_after_as_of_never_change_features(
     tmp_path_factory, events, subs, users, drop_late, deactivate
 ):

@@ -38,8 +38,13 @@ err_console = Console(stderr=True)
 
 DataDir = Annotated[
     Path,
-    typer.Option("--data", "-d", help="Dataset folder that follows DATA_CONTRACT.md.",
-                 exists=True, file_okay=False),
+    typer.Option(
+        "--data",
+        "-d",
+        help="Dataset folder that follows DATA_CONTRACT.md.",
+        exists=True,
+        file_okay=False,
+    ),
 ]
 
 
@@ -111,11 +116,247 @@ def validate(
     print_validation(ds.report)
 
 
+def _load(data_dir: Path):
+    """Load and validate a dataset for a job, printing what was quarantined."""
+    from features.dataset import ContractError, load_dataset
+
+    try:
+        with console.status(f"validating {data_dir}"):
+            ds = load_dataset(data_dir)
+    except ContractError as exc:
+        raise _fail(str(exc)) from exc
+    if ds.report.total_quarantined:
+        err_console.print(
+            f"[yellow]{ds.report.total_quarantined:,} rows quarantined[/] "
+            f"(run `expansion validate {data_dir}` for the reasons)"
+        )
+    return ds
+
+
+def _write_frame(frame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".csv":
+        frame.to_csv(out, index=False)
+    elif out.suffix == ".parquet":
+        frame.to_parquet(out, index=False)
+    else:
+        raise _fail(f"--out must end in .parquet or .csv, not {out.name!r}")
+
+
+@app.command()
+def features(
+    data: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.parquet or .csv).")],
+    as_of: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--as-of",
+            help="As-of date (YYYY-MM-DD); repeat for several. "
+            "Default: the day after the last event.",
+        ),
+    ] = None,
+) -> None:
+    """Write the point-in-time feature frame: one row per active account and as-of date."""
+    import pandas as pd
+
+    from features.build import build_feature_frame
+
+    ds = _load(data)
+    dates = as_of or [
+        (pd.Timestamp(ds.report.tables["events"].time_max) + pd.Timedelta(days=1)).date()
+    ]
+    with progress_bar("features") as progress:
+        steps = [
+            "roll-ups",
+            "account state",
+            "activity",
+            "users",
+            "team",
+            "first_use",
+            "recency",
+            "quota",
+        ]
+        task = progress.add_task("features", total=len(steps))
+        frame = build_feature_frame(
+            ds, dates, progress=lambda step: progress.update(task, advance=1, description=step)
+        )
+        progress.update(task, completed=len(steps), description="features")
+    _write_frame(frame, out)
+    console.print(
+        f"Wrote {len(frame):,} rows x {frame.shape[1] - 2} features for "
+        f"{frame['as_of'].nunique()} as-of date(s) to {out}"
+    )
+
+
+@app.command("import")
+def import_(
+    source: Annotated[
+        str,
+        typer.Option("--from", help="segment, amplitude, mixpanel, posthog, stripe or mapped."),
+    ],
+    paths: Annotated[list[Path], typer.Argument(help="Export files or folders.", exists=True)],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Dataset folder to write.")],
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML mapping (required for --from mapped).")
+    ] = None,
+    merge: Annotated[bool, typer.Option(help="Merge into the tables already in --out.")] = False,
+    group_type: Annotated[
+        str, typer.Option(help="Amplitude/PostHog group type that holds the account id.")
+    ] = "company",
+    account_property: Annotated[
+        str, typer.Option(help="Mixpanel event property that holds the account id.")
+    ] = "company_id",
+    stripe_customer_map: Annotated[
+        Path | None, typer.Option(help="CSV/JSON customer_id -> account_id for Stripe.")
+    ] = None,
+) -> None:
+    """Convert analytics or billing exports into contract tables (with a summary)."""
+    from features.ingest import IngestError, run_import
+    from features.ingest.options import ImportOptions
+
+    options = ImportOptions(
+        group_type=group_type,
+        account_property=account_property,
+        stripe_customer_map=stripe_customer_map,
+    )
+    try:
+        with console.status(f"importing {source}"):
+            summary = run_import(
+                source, list(paths), out, mapping=mapping, merge=merge, options=options
+            )
+    except IngestError as exc:
+        raise _fail(str(exc)) from exc
+    console.print(summary.to_table())
+
+
+@app.command()
+def train(
+    data: DataDir,
+    config: Annotated[
+        Path | None, typer.Option(help="Training config (TOML); defaults otherwise.")
+    ] = None,
+) -> None:
+    """Fit, evaluate and register both models (new versions get alias `challenger`)."""
+    from features.settings import get_settings
+    from training.config import TrainingConfig
+    from training.pipeline import train_models
+
+    cfg = TrainingConfig.from_toml(config)
+    ds = _load(data)
+    steps = ["propensity model", "post-upsell churn model", "logging to MLflow"]
+    with progress_bar("training") as progress:
+        task = progress.add_task("training", total=len(steps))
+        result = train_models(
+            ds,
+            cfg,
+            get_settings(),
+            progress=lambda step: progress.update(task, advance=1, description=step),
+        )
+        progress.update(task, completed=len(steps), description="trained")
+    for fitted in (result.propensity, result.post_upsell):
+        _print_metrics(fitted.model.contract.name, fitted.metrics, result.versions)
+        for note in fitted.notes:
+            console.print(f"[yellow]note:[/] {note}")
+    console.print(f"Trained in {result.seconds:.1f} s. Next: `expansion promote`.")
+
+
+def _print_metrics(name: str, metrics: dict[str, float], versions: dict[str, str]) -> None:
+    shown = [
+        ("ROC-AUC", "test_roc_auc"),
+        ("PR-AUC", "test_pr_auc"),
+        ("Brier", "test_brier"),
+        ("ECE", "test_ece"),
+        ("precision@10%", "test_precision_at_10"),
+        ("lift@10%", "test_lift_at_10"),
+        ("rules ROC-AUC", "rules_roc_auc"),
+        ("rules precision@10%", "rules_precision_at_10"),
+        ("logistic ROC-AUC", "logreg_roc_auc"),
+        ("oracle ROC-AUC", "oracle_roc_auc"),
+        ("model / oracle", "auc_ratio_to_oracle"),
+    ]
+    table = Table(title=f"{name} v{versions.get(name, '?')} (test period)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for label, key in shown:
+        if key in metrics:
+            table.add_row(label, f"{metrics[key]:.4f}")
+    console.print(table)
+
+
+@app.command()
+def promote(
+    model: Annotated[
+        str | None, typer.Option(help="Only this registered model (default: both).")
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Promote even if it does not win.")] = False,
+) -> None:
+    """Move `champion` to the challenger if it beats the champion on the same test rows."""
+    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
+    from training.tracking import promote as run_promote
+
+    for name in [model] if model else [PROPENSITY_MODEL, POST_UPSELL_MODEL]:
+        decision = run_promote(get_settings(), name, force=force)
+        verb = "[green]promoted[/]" if decision.promoted else "[yellow]kept[/]"
+        target = decision.challenger if decision.promoted else decision.champion
+        console.print(f"{name}: {verb} v{target} as champion: {decision.reason}")
+        for key, value in sorted(decision.numbers.items()):
+            if key.endswith(("roc_auc", "pr_auc", "brier", "precision_at_10")):
+                console.print(f"    {key} = {value:.4f}")
+
+
+@app.command()
+def compare(
+    limit: Annotated[int, typer.Option(help="How many recent runs.")] = 10,
+    model: Annotated[str | None, typer.Option(help="Only runs of this model.")] = None,
+) -> None:
+    """Recent training runs side by side, metrics as columns (from MLflow)."""
+    from features.settings import get_settings
+    from training.tracking import compare_runs
+
+    runs = compare_runs(get_settings(), limit=limit, model_name=model)
+    if runs.empty:
+        console.print("No runs yet: run `expansion train --data DIR`.")
+        return
+    metrics = [
+        "test_roc_auc",
+        "test_pr_auc",
+        "test_brier",
+        "test_ece",
+        "test_precision_at_10",
+        "rules_precision_at_10",
+        "auc_ratio_to_oracle",
+    ]
+    table = Table(title="Recent runs")
+    for col in ["run", "model", "version", "aliases", "started", *metrics]:
+        table.add_column(col.replace("test_", ""), justify="right" if col in metrics else "left")
+    for _, r in runs.iterrows():
+        table.add_row(
+            r["run_id"][:8],
+            str(r.get("tags.model_name", "")),
+            str(r["version"]),
+            str(r["aliases"]),
+            str(r["start_time"])[:19],
+            *[
+                f"{r.get(f'metrics.{m}'):.4f}"
+                if r.get(f"metrics.{m}") == r.get(f"metrics.{m}")
+                else ""
+                for m in metrics
+            ],
+        )
+    console.print(table)
+
+
 def print_validation(report) -> None:
     """Print rows per table, time range and quarantined rows per reason."""
     table = Table(title=f"Dataset {report.path}")
-    for col, justify in (("table", "left"), ("rows read", "right"), ("clean", "right"),
-                         ("quarantined", "right"), ("from", "left"), ("to", "left")):
+    for col, justify in (
+        ("table", "left"),
+        ("rows read", "right"),
+        ("clean", "right"),
+        ("quarantined", "right"),
+        ("from", "left"),
+        ("to", "left"),
+    ):
         table.add_column(col, justify=justify)
     for t in report.tables.values():
         if not t.present:

@@ -52,12 +52,11 @@ def data_end(dataset: Dataset) -> pd.Timestamp:
 
 
 def data_start(dataset: Dataset) -> pd.Timestamp:
-    starts = [
-        dataset.report.tables[t].time_min
-        for t in ("events", "subscriptions")
-        if dataset.report.tables[t].time_min is not None
-    ]
-    return pd.Timestamp(min(starts))
+    """The start of observed usage: the first event (subscriptions may reach further back)."""
+    start = dataset.report.tables["events"].time_min
+    if start is None:
+        raise ValueError(f"{dataset.path}: the events table has no clean rows")
+    return pd.Timestamp(start)
 
 
 def observation_dates(
@@ -73,8 +72,8 @@ def observation_dates(
     first = start or (data_start(dataset) + pd.Timedelta(days=warmup_days)).date()
     last = end or (data_end(dataset) - pd.Timedelta(days=horizon_days)).date()
     if cadence == "monthly":
-        cursor = first if first.day == 1 else (first.replace(day=1) + timedelta(days=32)).replace(
-            day=1
+        cursor = (
+            first if first.day == 1 else (first.replace(day=1) + timedelta(days=32)).replace(day=1)
         )
         step = "MS"
     elif cadence == "weekly":  # Mondays
@@ -117,8 +116,7 @@ def propensity_training_set(
     """Features as of each date plus the `expanded` label; censored dates are dropped."""
     end = data_end(dataset)
     kept = [
-        d for d in as_of_dates
-        if pd.Timestamp(d) + pd.Timedelta(days=windows.horizon_days) <= end
+        d for d in as_of_dates if pd.Timestamp(d) + pd.Timedelta(days=windows.horizon_days) <= end
     ]
     frame = build_feature_frame(dataset, kept, progress=progress)
     labels = expansion_labels(dataset, kept, windows.horizon_days)

@@ -1,0 +1,166 @@
+"""The model artifact: a fitted scorer that carries its own contract.
+
+`ScoringModel` is what training fits and logs to MLflow and what serving loads: the raw scorer
+(a LightGBM booster, or a logistic regression on standardized features), the calibrator that
+turns its raw margin into a probability, and the contract (feature list in model order,
+categorical levels, feature-set version, training window, data fingerprint, git commit, metrics).
+Contributions are additive on the raw margin (log-odds): `sum(contributions) + base == margin`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import lightgbm as lgb
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+
+
+@dataclass
+class ModelContract:
+    """What a model expects and where it came from."""
+
+    name: str
+    features: list[str]
+    categorical: dict[str, list[str]]
+    feature_set_version: str
+    kind: Literal["lightgbm", "logistic"]
+    calibration: Literal["isotonic", "sigmoid", "none"] = "none"
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LinearScorer:
+    """Logistic regression on median-imputed, standardized numbers and one-hot categories."""
+
+    numeric: list[str]
+    medians: np.ndarray
+    means: np.ndarray
+    scales: np.ndarray
+    categorical: dict[str, list[str]]
+    coef: np.ndarray
+    intercept: float
+
+    def design(self, frame: pd.DataFrame) -> tuple[np.ndarray, list[str]]:
+        """The standardized design matrix and, per column, the feature it belongs to."""
+        x = frame[self.numeric].to_numpy(dtype="float64", na_value=np.nan)
+        x = np.where(np.isnan(x), self.medians, x)
+        blocks = [(x - self.means) / self.scales]
+        owners = list(self.numeric)
+        for name, levels in self.categorical.items():
+            values = frame[name].astype(object).to_numpy()
+            blocks.append(np.stack([(values == lv).astype("float64") for lv in levels], axis=1))
+            owners += [name] * len(levels)
+        return np.hstack(blocks), owners
+
+    def margin(self, frame: pd.DataFrame) -> np.ndarray:
+        z, _ = self.design(frame)
+        return z @ self.coef + self.intercept
+
+
+def fit_linear(frame: pd.DataFrame, y: np.ndarray, contract: ModelContract, c: float, seed: int):
+    """Fit the logistic fallback / baseline on the contract's features."""
+    numeric = [f for f in contract.features if f not in contract.categorical]
+    x = frame[numeric].to_numpy(dtype="float64", na_value=np.nan)
+    medians = np.nan_to_num(np.nanmedian(np.where(np.isinf(x), np.nan, x), axis=0))
+    filled = np.where(np.isnan(x), medians, x)
+    means, scales = filled.mean(axis=0), filled.std(axis=0)
+    scales = np.where(scales > 0, scales, 1.0)
+    scorer = LinearScorer(numeric, medians, means, scales, contract.categorical, np.zeros(0), 0.0)
+    z, _ = scorer.design(frame)
+    lr = LogisticRegression(C=c, max_iter=2000, random_state=seed).fit(z, y)
+    scorer.coef, scorer.intercept = lr.coef_[0], float(lr.intercept_[0])
+    return scorer
+
+
+class ScoringModel:
+    """A fitted, calibrated scorer with its contract."""
+
+    def __init__(
+        self,
+        contract: ModelContract,
+        booster: lgb.Booster | None = None,
+        linear: LinearScorer | None = None,
+        calibrator: IsotonicRegression | LogisticRegression | None = None,
+    ) -> None:
+        self.contract = contract
+        self.booster = booster
+        self.linear = linear
+        self.calibrator = calibrator
+
+    # --- inputs ----------------------------------------------------------------------------
+    def frame(self, features: pd.DataFrame) -> pd.DataFrame:
+        """The model's columns in model order, categories rebuilt from the recorded levels."""
+        missing = [f for f in self.contract.features if f not in features.columns]
+        if missing:
+            raise KeyError(f"{self.contract.name}: missing feature columns {missing}")
+        out = features[self.contract.features].copy()
+        for name, levels in self.contract.categorical.items():
+            values = out[name].astype(object).where(out[name].notna(), None)
+            out[name] = pd.Categorical(values, categories=levels)
+        for name in self.contract.features:
+            if name not in self.contract.categorical:
+                out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
+        return out
+
+    # --- outputs ---------------------------------------------------------------------------
+    def margin(self, features: pd.DataFrame) -> np.ndarray:
+        """Raw score in log-odds, before calibration."""
+        x = self.frame(features)
+        if self.booster is not None:
+            return self.booster.predict(x, raw_score=True)
+        return self.linear.margin(x)
+
+    def calibrate(self, margin: np.ndarray) -> np.ndarray:
+        if self.calibrator is None:
+            return 1.0 / (1.0 + np.exp(-margin))
+        if isinstance(self.calibrator, IsotonicRegression):
+            return np.clip(self.calibrator.predict(margin), 1e-6, 1 - 1e-6)
+        return self.calibrator.predict_proba(margin.reshape(-1, 1))[:, 1]
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability of the positive class."""
+        return self.calibrate(self.margin(features))
+
+    def contributions(self, features: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """Per-feature contributions to the margin, and the base value, per row.
+
+        LightGBM's native TreeSHAP (`pred_contrib`) gives the same values as shap's
+        TreeExplainer at the same speed without the extra dependency on the hot path.
+        """
+        x = self.frame(features)
+        if self.booster is not None:
+            contrib = self.booster.predict(x, pred_contrib=True)
+            return contrib[:, :-1], contrib[:, -1]
+        z, owners = self.linear.design(x)
+        z_mean, _ = self.linear.design(self._reference_row(x))
+        parts = (z - z_mean) * self.linear.coef
+        out = np.zeros((len(x), len(self.contract.features)))
+        index = {name: i for i, name in enumerate(self.contract.features)}
+        for col, owner in enumerate(owners):
+            out[:, index[owner]] += parts[:, col]
+        base = float(z_mean[0] @ self.linear.coef + self.linear.intercept)
+        return out, np.full(len(x), base)
+
+    def _reference_row(self, x: pd.DataFrame) -> pd.DataFrame:
+        """The training means (numbers) and no category: the linear model's base point."""
+        ref = x.iloc[:1].copy()
+        for i, name in enumerate(self.linear.numeric):
+            ref[name] = self.linear.means[i]
+        for name, levels in self.linear.categorical.items():
+            ref[name] = pd.Categorical([None], categories=levels)
+        return ref
+
+
+class PyfuncScoringModel(mlflow.pyfunc.PythonModel):
+    """MLflow wrapper: `predict` returns the calibrated probability per input row."""
+
+    def __init__(self, model: ScoringModel) -> None:
+        self.model = model
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"probability": self.model.predict_proba(model_input)})
