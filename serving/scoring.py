@@ -1,0 +1,350 @@
+"""The scoring core: pure functions shared by the API and the batch job.
+
+For each account: the calibrated `p_expand`, the likely next step and its mrr gain
+(`expected_uplift_mrr`, from the price list), `p_post_upsell_churn` for that step,
+`expected_net_value = p_expand x expected_uplift_mrr x (1 - p_post_upsell_churn)`, the PQL
+triggers that fired, a route (CSM or automated), suppression with its reason, and the top
+reasons: TreeSHAP contributions of the propensity model on the log-odds scale, as records
+`{feature, value, contribution, text}`. Explanations cost 100-200x a score, so they are
+computed only for the rows a caller returns.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+from features.triggers import TriggerThresholds, fired_triggers
+from serving.model import ScoringModel
+from serving.registry import ModelInfo, check_feature_contract, load_scoring_model
+from serving.snapshot import Snapshot
+
+# Columns of a scored frame, in the order the batch job writes them.
+RESULT_COLUMNS = [
+    "account_id",
+    "as_of",
+    "p_expand",
+    "p_post_upsell_churn",
+    "expected_uplift_mrr",
+    "expected_net_value",
+    "next_step",
+    "triggers",
+    "route",
+    "suppressed",
+    "suppression_reason",
+    "mrr",
+    "csm_owner",
+    "segment",
+]
+
+
+@dataclass
+class Models:
+    """The two models the core scores with, and where they came from."""
+
+    propensity: ScoringModel
+    post_upsell: ScoringModel
+    infos: dict[str, ModelInfo] = field(default_factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        settings: Settings,
+        expected_features: list[str],
+        *,
+        alias: str = "champion",
+        versions: dict[str, str] | None = None,
+    ) -> Models:
+        """Load both models (alias or pinned versions) and check their feature contract."""
+        versions = versions or {}
+        loaded = {}
+        for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
+            model, info = load_scoring_model(
+                settings, name, alias=alias, version=versions.get(name)
+            )
+            check_feature_contract(model, expected_features)
+            loaded[name] = (model, info)
+        return cls(
+            loaded[PROPENSITY_MODEL][0],
+            loaded[POST_UPSELL_MODEL][0],
+            {name: info for name, (_, info) in loaded.items()},
+        )
+
+    @property
+    def versions(self) -> dict[str, str]:
+        return {name: info.version for name, info in self.infos.items()}
+
+
+# --- next step and its value -------------------------------------------------------------
+
+
+def next_steps(frame: pd.DataFrame, plans: pd.DataFrame) -> pd.DataFrame:
+    """The likely next step of each account and its mrr gain, from the price list.
+
+    An account pressing on its plan (a quota at 85%+, premium-feature trials or paywall hits)
+    is likely to move up one tier at its current seats; otherwise it is likely to add seats:
+    at least one, or enough for the users it already has plus last month's additions.
+    """
+    prices = plans.assign(
+        base_mrr=plans["base_mrr"].fillna(0.0), seat_mrr=plans["seat_mrr"].fillna(0.0)
+    ).sort_values(["tier", "plan_id"])
+    by_plan = prices.set_index("plan_id")
+    tiers = prices.drop_duplicates("tier").set_index("tier")
+    seats = frame["seats"].fillna(0).clip(lower=0).to_numpy()
+    mrr = frame["mrr"].fillna(0).to_numpy()
+    plan_ids = frame["ctx_plan_id"].to_numpy() if "ctx_plan_id" in frame else None
+    tier = frame["plan_tier"].to_numpy()
+    pressing = (
+        (frame["quota_util_max"].fillna(0) >= 0.85)
+        | (frame["premium_trial_features_30d"].fillna(0) > 0)
+        | (frame["paywall_hits_30d"].fillna(0) > 0)
+    ).to_numpy()
+    higher = np.array(sorted(tiers.index))
+    out_step, out_gain, out_upgrade, out_seats = [], [], [], []
+    for i in range(len(frame)):
+        if plan_ids is not None and plan_ids[i] in by_plan.index:
+            seat_price = float(by_plan.at[plan_ids[i], "seat_mrr"])
+        else:
+            seat_price = float(tiers["seat_mrr"].get(tier[i], 0.0)) if tier[i] == tier[i] else 0.0
+        up = higher[higher > tier[i]] if tier[i] == tier[i] else np.array([])
+        if pressing[i] and len(up):
+            target = tiers.loc[up[0]]
+            gain = float(target["base_mrr"] + target["seat_mrr"] * max(seats[i], 1)) - mrr[i]
+            out_step.append(f"upgrade to {target['plan_id']}")
+            out_gain.append(max(gain, 0.0))
+            out_upgrade.append(1.0)
+            out_seats.append(0.0)
+            continue
+        in_use = frame["seats_in_use"].iat[i] if "seats_in_use" in frame else np.nan
+        added = frame["users_added_30d"].iat[i] if "users_added_30d" in frame else 0.0
+        need = (0 if np.isnan(in_use) else in_use) + (0 if np.isnan(added) else added) - seats[i]
+        add = float(max(1.0, math.ceil(need)))
+        out_step.append(f"add {add:.0f} seat{'s' if add != 1 else ''}")
+        out_gain.append(add * seat_price)
+        out_upgrade.append(0.0)
+        out_seats.append(add)
+    return pd.DataFrame(
+        {
+            "next_step": out_step,
+            "expected_uplift_mrr": out_gain,
+            "is_tier_upgrade": out_upgrade,
+            "expansion_seats_delta": out_seats,
+        },
+        index=frame.index,
+    )
+
+
+def prospective_inputs(frame: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
+    """The post-upsell model's inputs for a step not yet taken: adoption is unknown (NaN)."""
+    return frame.assign(
+        is_tier_upgrade=steps["is_tier_upgrade"],
+        expansion_mrr_delta=steps["expected_uplift_mrr"],
+        expansion_seats_delta=steps["expansion_seats_delta"],
+        new_tier_events_30d=np.nan,
+        new_tier_features_30d=np.nan,
+    )
+
+
+# --- suppression and routing --------------------------------------------------------------
+
+
+def suppression(frame: pd.DataFrame, as_of: pd.Series, settings: Settings) -> pd.Series:
+    """Why an account must not be pitched now (None when it may be)."""
+    reasons = pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    if "ctx_last_outreach_at" in frame:
+        touched = pd.to_datetime(frame["ctx_last_outreach_at"])
+        days = (as_of - touched).dt.total_seconds() / 86400
+        recent = days < settings.outreach_cooldown_days
+        reasons[recent.fillna(False).to_numpy()] = (
+            f"touched within the {settings.outreach_cooldown_days}-day cooldown"
+        )
+    expanded = frame["days_since_last_expansion"] < settings.suppress_after_expansion_days
+    reasons[expanded.fillna(False).to_numpy()] = (
+        f"expanded in the last {settings.suppress_after_expansion_days} days"
+    )
+    if "ctx_status" in frame:
+        reasons[(frame["ctx_status"] == "canceled").to_numpy()] = "canceled"
+    return reasons
+
+
+def route(mrr: pd.Series, net_value: pd.Series, settings: Settings) -> pd.Series:
+    """`csm` for large accounts (ARR) or large expected value, else `automated`."""
+    csm = (mrr.fillna(0) * 12 >= settings.csm_arr_threshold) | (
+        net_value.fillna(0) >= settings.csm_value_threshold
+    )
+    return pd.Series(np.where(csm, "csm", "automated"), index=mrr.index)
+
+
+# --- scores -----------------------------------------------------------------------------------
+
+
+def score_frame(
+    models: Models,
+    frame: pd.DataFrame,
+    plans: pd.DataFrame,
+    settings: Settings,
+    thresholds: TriggerThresholds | None = None,
+) -> pd.DataFrame:
+    """Score every row of a feature frame (indexed by account_id); no explanations."""
+    steps = next_steps(frame, plans)
+    p_expand = models.propensity.predict_proba(frame)
+    p_churn = models.post_upsell.predict_proba(prospective_inputs(frame, steps))
+    as_of = pd.to_datetime(frame["as_of"])
+    net = p_expand * steps["expected_uplift_mrr"].to_numpy() * (1 - p_churn)
+    out = pd.DataFrame(
+        {
+            "account_id": frame.index.astype(str),
+            "as_of": as_of.to_numpy(),
+            "p_expand": p_expand,
+            "p_post_upsell_churn": p_churn,
+            "expected_uplift_mrr": steps["expected_uplift_mrr"].to_numpy(),
+            "expected_net_value": net,
+            "next_step": steps["next_step"].to_numpy(),
+            "triggers": fired_triggers(frame, thresholds),
+            "mrr": frame["mrr"].to_numpy(),
+            "csm_owner": frame["ctx_csm_owner"].to_numpy() if "ctx_csm_owner" in frame else None,
+            "segment": frame["segment"].to_numpy(),
+        },
+        index=frame.index,
+    )
+    why = suppression(frame, as_of, settings)
+    canceled = (why == "canceled").to_numpy()
+    for col in ("p_expand", "p_post_upsell_churn", "expected_net_value"):
+        out.loc[canceled, col] = np.nan  # nothing to predict for an account that left
+    out["route"] = route(out["mrr"], out["expected_net_value"], settings)
+    out["suppressed"] = why.notna().to_numpy()
+    out["suppression_reason"] = why.to_numpy()
+    return out[RESULT_COLUMNS].reset_index(drop=True)
+
+
+def rank_accounts(
+    scored: pd.DataFrame,
+    *,
+    sort: str = "net_value",
+    include_suppressed: bool = False,
+    csm_owner: str | None = None,
+    segment: str | None = None,
+    min_mrr: float | None = None,
+    limit: int | None = None,
+) -> pd.DataFrame:
+    """Filter and order scored accounts; `rank` is 1 for the account to call first."""
+    keep = pd.Series(True, index=scored.index)
+    if not include_suppressed:
+        keep &= ~scored["suppressed"]
+    if csm_owner is not None:
+        keep &= scored["csm_owner"] == csm_owner
+    if segment is not None:
+        keep &= scored["segment"] == segment
+    if min_mrr is not None:
+        keep &= scored["mrr"].fillna(0) >= min_mrr
+    key = {"net_value": "expected_net_value", "propensity": "p_expand"}[sort]
+    ranked = scored[keep].sort_values(
+        [key, "account_id"], ascending=[False, True], na_position="last"
+    )
+    ranked = ranked.assign(rank=np.arange(1, len(ranked) + 1))
+    return ranked.head(limit) if limit is not None else ranked
+
+
+# --- explanations -----------------------------------------------------------------------------
+
+
+def humanize(name: str) -> str:
+    """A plain-language label for a feature column."""
+    base, _, metric = name.partition("__")
+    label = re.sub(r"\butil\b", "use", base.replace("_", " "))
+    label = re.sub(r" (\d+)d\b", r" (\1 days)", label)
+    label = label[0].upper() + label[1:] if label else name
+    return f"{label} [{metric}]" if metric else label
+
+
+def format_value(name: str, value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "unknown"
+    if isinstance(value, str):
+        return value
+    if any(k in name for k in ("util", "share", "stickiness")):
+        return f"{value:.0%}"
+    if "trend" in name:
+        return f"x{value:.2f}"
+    if name == "mrr" or "mrr" in name:
+        return f"{value:,.0f}/month"
+    if name.startswith("days") or name.endswith("_days"):
+        return f"{value:.0f} days"
+    return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
+
+
+def explain(
+    model: ScoringModel, frame: pd.DataFrame, top: int | None = None
+) -> tuple[list[list[dict]], np.ndarray]:
+    """Reason records per row, largest contribution first, plus the base value per row.
+
+    `top` keeps the strongest reasons pushing the score up (all contributions when None).
+    Contributions are on the log-odds scale: they and the base value add up to the raw score.
+    """
+    contrib, base = model.contributions(frame)
+    names = model.contract.features
+    values = frame[names]
+    out = []
+    for i in range(len(frame)):
+        order = np.argsort(-contrib[i]) if top is not None else np.argsort(-np.abs(contrib[i]))
+        records = []
+        for j in order:
+            c = float(contrib[i, j])
+            if top is not None and (len(records) >= top or c <= 0):
+                break
+            v = values.iat[i, j]
+            v = None if (not isinstance(v, str) and pd.isna(v)) else v
+            v = v if isinstance(v, str) or v is None else float(v)
+            records.append(
+                {
+                    "feature": names[j],
+                    "value": v,
+                    "contribution": c,
+                    "text": f"{humanize(names[j])} {format_value(names[j], v)} ({c:+.2f})",
+                }
+            )
+        out.append(records)
+    return out, base
+
+
+def reasons_line(records: list[dict]) -> str:
+    return "; ".join(r["text"] for r in records)
+
+
+def score_accounts(
+    models: Models,
+    snapshot: Snapshot,
+    account_ids: list[str] | None,
+    settings: Settings,
+    *,
+    explain_rows: bool = True,
+) -> pd.DataFrame:
+    """Score (and explain) accounts of a snapshot; unknown ids raise KeyError naming them."""
+    frame = snapshot.features
+    if account_ids is not None:
+        missing = [a for a in account_ids if a not in frame.index]
+        if missing:
+            raise KeyError(missing)
+        frame = frame.loc[account_ids]
+    scored = score_frame(models, frame, snapshot.plans, settings)
+    if explain_rows:
+        scored = attach_reasons(models, frame, scored, settings.reasons)
+    return scored
+
+
+def attach_reasons(
+    models: Models, frame: pd.DataFrame, scored: pd.DataFrame, top: int
+) -> pd.DataFrame:
+    """Add `reasons`, `reasons_text` and `base_value` for exactly the rows of `scored`."""
+    rows = frame.loc[scored["account_id"]]
+    records, base = explain(models.propensity, rows, top=top)
+    return scored.assign(
+        reasons=records,
+        reasons_text=[reasons_line(r) for r in records],
+        base_value=base,
+    )
