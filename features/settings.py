@@ -19,7 +19,9 @@ POST_UPSELL_MODEL = "post-upsell-churn"
 class Settings(BaseSettings):
     """Where models live and how the service behaves (env prefix `EXPANSION_`)."""
 
-    model_config = SettingsConfigDict(env_prefix="EXPANSION_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix="EXPANSION_", frozen=True, extra="forbid", populate_by_name=True
+    )
 
     models_dir: Path = Field(Path("models"), description="Embedded MLflow store and snapshots.")
     tracking_uri: str | None = Field(

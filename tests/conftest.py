@@ -97,3 +97,6 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
         return write_tables(tmp_path / name, tables, fmt)
 
     return _make
+
+
+from tests.fixtures_models import sim_data, trained  # noqa: E402, F401  (session fixtures)

@@ -1,0 +1,52 @@
+"""Session-wide simulated data and trained models, shared by the training, service and batch tests.
+
+Training takes ~20 s, so it happens once per test session: import the fixtures into a test
+module (`from tests.fixtures_models import sim_data, trained  # noqa: F401`) or use them via
+tests/conftest.py, which re-exports them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from features.dataset import Dataset, load_dataset
+from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+from serving.snapshot import build_snapshot, write_snapshot
+from training.config import TrainingConfig
+from training.pipeline import TrainingResult, train_models
+from training.simulator import SimulationConfig, simulate
+from training.tracking import promote
+
+SIM = SimulationConfig(accounts=600, months=15, seed=7)
+
+
+@dataclass
+class Trained:
+    data_dir: Path
+    dataset: Dataset
+    settings: Settings
+    result: TrainingResult
+
+
+@pytest.fixture(scope="session")
+def sim_data(tmp_path_factory) -> Path:
+    """A small simulated dataset (600 accounts x 15 months)."""
+    out = tmp_path_factory.mktemp("sim") / "data"
+    simulate(SIM, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(sim_data, tmp_path_factory) -> Trained:
+    """Both models trained on `sim_data`, promoted to champion, and a snapshot written."""
+    models_dir = tmp_path_factory.mktemp("models")
+    settings = Settings(models_dir=models_dir, tracking_uri=None, auth_enabled=False)
+    dataset = load_dataset(sim_data)
+    result = train_models(dataset, TrainingConfig(), settings)
+    for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
+        assert promote(settings, name).promoted
+    write_snapshot(build_snapshot(dataset), models_dir / "snapshot")
+    return Trained(sim_data, dataset, settings, result)
