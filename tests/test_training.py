@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import tempfile
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -66,11 +68,11 @@ def test_mlflow_run_and_registry_hold_the_contract(trained):
         assert {"contract/feature_list.json", "contract/test_frame.parquet"} <= files
         plots = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
         assert {"plots/calibration_curve.png", "plots/cumulative_gains.png"} <= plots
-        model, info = load_scoring_model(trained.settings, name)
+        model, _ = load_scoring_model(trained.settings, name)
         local = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path="contract/feature_list.json"
         )
-        assert json.loads(open(local).read()) == model.contract.features
+        assert json.loads(Path(local).read_text()) == model.contract.features
         pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
         assert pyfunc.metadata.signature is not None
         assert pyfunc.metadata.saved_input_example_info is not None
@@ -87,9 +89,6 @@ def test_promote_refuses_a_worse_challenger_and_force_moves_it(trained):
     weak = TrainingConfig(
         propensity=LightGBMParams(n_estimators=2, num_leaves=2, max_depth=1, learning_rate=0.01)
     )
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         fitted = train_propensity(trained.dataset, weak, Path(tmp))
         version = log_and_register(
