@@ -24,9 +24,13 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed ## Create .venv and install the package with dev tools
 
-demo: setup ## Simulate a dataset, validate it and print a summary (no server needed)
+demo: setup ## Simulate, validate, train, promote, snapshot and rank: the whole job, no server
 	$(BIN)/expansion simulate --accounts $(DEMO_ACCOUNTS) --months $(DEMO_MONTHS) --seed 42 --out $(DEMO_DIR)
 	$(BIN)/expansion validate $(DEMO_DIR)
+	$(BIN)/expansion train --data $(DEMO_DIR)
+	$(BIN)/expansion promote
+	$(BIN)/expansion snapshot --data $(DEMO_DIR)
+	$(BIN)/expansion rank --limit 10
 
 test: setup ## Run the default test suite (what CI runs)
 	$(BIN)/pytest -q

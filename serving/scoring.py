@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from features.registry import feature_list
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
 from serving.model import ScoringModel
@@ -253,8 +254,38 @@ def rank_accounts(
 # --- explanations -----------------------------------------------------------------------------
 
 
+LABELS = {
+    "quota_util_max": "Highest quota use",
+    "quota_util_last_month_max": "Highest quota use last month",
+    "quota_projected_util_max": "Projected quota use at month end",
+    "quota_days_above_85": "Days at 85%+ of a quota (30 days)",
+    "quotas_above_85": "Quotas at 85%+",
+    "seat_utilization": "Seat utilization",
+    "power_events_14d": "Power-feature uses in 14 days",
+    "power_events_30d": "Power-feature uses in 30 days",
+    "distinct_features_30d": "Features used in 30 days",
+    "distinct_features_90d": "Features used in 90 days",
+    "pricing_page_visits_7d": "Pricing-page visits in 7 days",
+    "pricing_page_visits_30d": "Pricing-page visits in 30 days",
+    "users_added_30d": "Users added in 30 days",
+    "invites_30d": "Invites in 30 days",
+    "premium_trial_features_30d": "Premium features tried in 30 days",
+    "paywall_hits_30d": "Paywall hits in 30 days",
+}
+
+
+def _family(name: str) -> str:
+    """The business family of a feature, so reasons do not repeat one signal three times."""
+    for f in feature_list([]):
+        if f.name == name:
+            return f.family
+    return "quota" if name.startswith("quota_") else name
+
+
 def humanize(name: str) -> str:
     """A plain-language label for a feature column."""
+    if name in LABELS:
+        return LABELS[name]
     base, _, metric = name.partition("__")
     label = re.sub(r"\butil\b", "use", base.replace("_", " "))
     label = re.sub(r" (\d+)d\b", r" (\1 days)", label)
@@ -285,18 +316,23 @@ def explain(
 
     `top` keeps the strongest reasons pushing the score up (all contributions when None).
     Contributions are on the log-odds scale: they and the base value add up to the raw score.
+    With `top`, reasons come one per feature family (quota, team, breadth, ...).
     """
     contrib, base = model.contributions(frame)
     names = model.contract.features
+    families = [_family(n) for n in names]
     values = frame[names]
     out = []
     for i in range(len(frame)):
         order = np.argsort(-contrib[i]) if top is not None else np.argsort(-np.abs(contrib[i]))
-        records = []
+        records, seen = [], set()
         for j in order:
             c = float(contrib[i, j])
             if top is not None and (len(records) >= top or c <= 0):
                 break
+            if top is not None and families[j] in seen:
+                continue  # one reason per family: the strongest
+            seen.add(families[j])
             v = values.iat[i, j]
             v = None if (not isinstance(v, str) and pd.isna(v)) else v
             v = v if isinstance(v, str) or v is None else float(v)

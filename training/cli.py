@@ -346,6 +346,88 @@ def compare(
     console.print(table)
 
 
+@app.command()
+def snapshot(
+    data: DataDir,
+    as_of: Annotated[
+        str | None, typer.Option(help="As-of date (default: the day after the last event).")
+    ] = None,
+) -> None:
+    """Build the feature snapshot the service scores accounts from (models/snapshot/)."""
+    from features.settings import get_settings
+    from serving.snapshot import build_snapshot, write_snapshot
+
+    ds = _load(data)
+    with console.status("building the feature snapshot"):
+        snap = build_snapshot(ds, as_of)
+        folder = write_snapshot(snap, get_settings().models_dir / "snapshot")
+    console.print(f"Snapshot of {len(snap):,} accounts as of {snap.as_of} written to {folder}")
+
+
+@app.command()
+def rank(
+    limit: Annotated[int, typer.Option(help="How many accounts.", min=1)] = 10,
+    csm_owner: Annotated[str | None, typer.Option(help="Only this CSM's accounts.")] = None,
+    segment: Annotated[str | None, typer.Option(help="Only this segment.")] = None,
+    sort: Annotated[str, typer.Option(help="net_value or propensity.")] = "net_value",
+    include_suppressed: Annotated[bool, typer.Option(help="Show suppressed accounts too.")] = False,
+) -> None:
+    """Print the accounts to pitch now, from the latest snapshot, with their reasons."""
+    from features.settings import get_settings
+    from serving.registry import ModelContractError
+    from serving.scoring import Models, attach_reasons, rank_accounts, score_frame
+    from serving.snapshot import read_snapshot
+
+    settings = get_settings()
+    folder = settings.models_dir / "snapshot"
+    if not (folder / "features.parquet").exists():
+        raise _fail(f"no snapshot in {folder}: run `expansion snapshot --data DIR` first")
+    snap = read_snapshot(folder)
+    try:
+        models = Models.load(settings, snap.feature_names)
+    except ModelContractError as exc:
+        raise _fail(str(exc)) from exc
+    scored = score_frame(models, snap.features, snap.plans, settings)
+    top = rank_accounts(
+        scored,
+        sort=sort,
+        include_suppressed=include_suppressed,
+        csm_owner=csm_owner,
+        segment=segment,
+        limit=limit,
+    )
+    top = attach_reasons(models, snap.features, top, settings.reasons)
+    print_ranked(top, title=f"Top {len(top)} accounts as of {snap.as_of}")
+
+
+def print_ranked(top, title: str) -> None:
+    """A ranked list with the numbers a CSM acts on and the reasons in plain language."""
+    table = Table(title=title, show_lines=True)
+    for col, justify in (
+        ("#", "right"),
+        ("account", "left"),
+        ("p(expand)", "right"),
+        ("p(churn after)", "right"),
+        ("net value/mo", "right"),
+        ("next step", "left"),
+        ("route", "left"),
+        ("why", "left"),
+    ):
+        table.add_column(col, justify=justify)
+    for _, r in top.iterrows():
+        table.add_row(
+            str(r["rank"]),
+            str(r["account_id"]),
+            f"{r['p_expand']:.1%}",
+            f"{r['p_post_upsell_churn']:.1%}",
+            f"{r['expected_net_value']:,.0f}",
+            str(r["next_step"]),
+            str(r["route"]),
+            "\n".join(x["text"] for x in r["reasons"]) or ", ".join(r["triggers"]),
+        )
+    console.print(table)
+
+
 def print_validation(report) -> None:
     """Print rows per table, time range and quarantined rows per reason."""
     table = Table(title=f"Dataset {report.path}")
