@@ -229,11 +229,12 @@ def _read_error(file: Path, exc: Exception) -> ContractError:
     return ContractError(f"cannot read the file: {detail}", file=file, row=row)
 
 
-def _typed(column: Column, source_type: str) -> str:
+def _typed(column: Column, source_type: str, trim: bool = True) -> str:
     """SQL that converts the raw column to the contract kind, NULL where it cannot."""
     col = _q(column.name)
     if column.kind in ("id", "str"):
-        return f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
+        text = col if source_type == "VARCHAR" else f"CAST({col} AS VARCHAR)"
+        return f"NULLIF(TRIM({text}), '')" if trim else f"NULLIF({text}, '')"
     if column.kind == "timestamp":
         if source_type.startswith("TIMESTAMP WITH TIME ZONE"):
             return f"CAST({col} AS TIMESTAMP)"  # session time zone is UTC
@@ -260,19 +261,26 @@ def _typed(column: Column, source_type: str) -> str:
     raise ValueError(column.kind)
 
 
-def _rules(spec: TableSpec, present: set[str]) -> list[tuple[str, str]]:
+def _rules(
+    spec: TableSpec, present: set[str], source_types: dict[str, str]
+) -> list[tuple[str, str]]:
     """(condition, reason) pairs over the typed columns `t_<name>` and raw columns, in order."""
     rules: list[tuple[str, str]] = []
     for c in spec.columns:
         if c.name not in present:
             continue
         raw, typed = _q(c.name), _q("t_" + c.name)
+        # A raw value that is only blanks counts as missing, not as unparseable.
+        blank = (
+            f"{raw} IS NULL OR TRIM({raw}) = ''"
+            if source_types[c.name] == "VARCHAR"
+            else f"{raw} IS NULL"
+        )
         if c.required:
-            rules.append(
-                (f"{raw} IS NULL OR TRIM(CAST({raw} AS VARCHAR)) = ''", Reason.missing(c.name))
-            )
+            missing = f"{typed} IS NULL" if c.kind in ("id", "str") else blank
+            rules.append((missing, Reason.missing(c.name)))
         if c.kind not in ("id", "str"):
-            rules.append((f"{raw} IS NOT NULL AND {typed} IS NULL", Reason.unparseable(c.name)))
+            rules.append((f"NOT ({blank}) AND {typed} IS NULL", Reason.unparseable(c.name)))
     if "account_id" in present and spec.name != "accounts":
         rules.append(("NOT _account_known", Reason.UNKNOWN_ACCOUNT))
     if "plan_id" in present and spec.name != "plans":
@@ -339,8 +347,9 @@ def _load_table(
     raw_view = f"raw_{spec.name}"
     raw.create_view(raw_view, replace=True)
 
+    trim = file.suffix == ".csv"  # text cells may carry stray spaces; typed Parquet may not
     typed = ", ".join(
-        f"{_typed(c, source_types[c.name])} AS {_q('t_' + c.name)}"
+        f"{_typed(c, source_types[c.name], trim)} AS {_q('t_' + c.name)}"
         for c in spec.columns
         if c.name in present
     )
@@ -348,14 +357,13 @@ def _load_table(
     if "account_id" in present and spec.name != "accounts":
         joins += (
             " LEFT JOIN (SELECT account_id AS _acc, true AS _account_known FROM accounts) a"
-            " ON a._acc = NULLIF(TRIM(CAST(r.account_id AS VARCHAR)), '')"
+            " ON a._acc = r.t_account_id"
         )
     if "plan_id" in present and spec.name != "plans":
         joins += (
             " LEFT JOIN (SELECT plan_id AS _pl, true AS _plan_known FROM plans) p"
-            " ON p._pl = NULLIF(TRIM(CAST(r.plan_id AS VARCHAR)), '')"
+            " ON p._pl = r.t_plan_id"
         )
-    rules = _rules(spec, present)
     rules = [
         (
             cond.replace("_account_known", "COALESCE(_account_known, false)").replace(
@@ -363,7 +371,7 @@ def _load_table(
             ),
             reason,
         )
-        for cond, reason in rules
+        for cond, reason in _rules(spec, present, source_types)
     ]
     case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)
     row_reason = f"CASE {case} END" if case else "CAST(NULL AS VARCHAR)"
@@ -378,10 +386,12 @@ def _load_table(
         )
     else:
         dup = "CAST(NULL AS VARCHAR)"
+    # Three levels so each conversion is computed once: typed values, then the row rules
+    # (which read them), then the duplicate check over the rows that passed.
     annotated_sql = f"""
         SELECT *, COALESCE(_reason0, {dup}) AS reason FROM (
-            SELECT r.*, {typed}, {row_reason} AS _reason0
-            FROM {raw_view} r {joins}
+            SELECT r.*, {row_reason} AS _reason0
+            FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
         )
     """
     con.execute(f"CREATE OR REPLACE VIEW annotated_{spec.name} AS {annotated_sql}")
@@ -395,8 +405,10 @@ def _load_table(
     clean_sql = f"SELECT {select_clean} FROM annotated_{spec.name} WHERE reason IS NULL"
     # Small tables are materialized (they are joined against); events stay a view so the
     # raw scan happens inside the roll-up query, not once more here.
-    kind = "VIEW" if spec.name == "events" else "TABLE"
-    con.execute(f"CREATE OR REPLACE {kind} {spec.name} AS {clean_sql}")
+    if spec.name == "events":
+        con.execute(f"CREATE OR REPLACE VIEW events AS {clean_sql}")
+    else:  # kept in file order, so frames read like the file
+        con.execute(f"CREATE OR REPLACE TABLE {spec.name} AS {clean_sql} ORDER BY _row")
 
     time_col = spec.time_column
     time_expr = (

@@ -1,0 +1,326 @@
+"""`make bench`: speed, memory and quality benchmarks, each printed beside a reference measured in
+the same run (never as absolute timings in unit tests).
+
+    python -m training.bench [all|simulator|features|training|batch|service] [--quick]
+
+Each measured step runs in a fresh subprocess so its peak memory (max RSS) is its own. Simulated
+datasets are cached under `data/bench/` so repeated runs skip the simulation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import resource
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+BENCH_DIR = Path("data/bench")
+
+
+def measured(fn: Callable, *args) -> dict:
+    """Run `fn(*args)` in a fresh process; return its result, seconds and peak RSS (GiB)."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        return pool.apply(_run_measured, (fn, *args))
+
+
+def _run_measured(fn: Callable, *args) -> dict:
+    started = time.perf_counter()
+    result = fn(*args)
+    seconds = time.perf_counter() - started
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
+    return {"result": result, "seconds": seconds, "peak_gib": peak_gib}
+
+
+def dataset(accounts: int, months: int, seed: int = 42) -> Path:
+    """A cached simulated dataset of this size."""
+    from training.simulator import SimulationConfig, simulate
+
+    out = BENCH_DIR / f"sim_{accounts}x{months}_s{seed}"
+    if not (out / "events.parquet").exists():
+        console.print(f"simulating {accounts:,} accounts x {months} months into {out} ...")
+        simulate(SimulationConfig(accounts=accounts, months=months, seed=seed), out)
+    return out
+
+
+def _table(title: str, rows: list[tuple], columns: list[str]) -> None:
+    table = Table(title=title)
+    for i, c in enumerate(columns):
+        table.add_column(c, justify="left" if i == 0 else "right")
+    for r in rows:
+        table.add_row(*[str(x) for x in r])
+    console.print(table)
+
+
+# --- simulator (issue: foundation) -------------------------------------------------------------
+
+
+def _simulate(accounts: int, months: int, out: str) -> int:
+    import shutil
+
+    from training.simulator import SimulationConfig, simulate
+
+    shutil.rmtree(out, ignore_errors=True)
+    summary = simulate(SimulationConfig(accounts=accounts, months=months, seed=1), Path(out))
+    return summary.rows["events"]
+
+
+def _write_reference(rows: int, out: str) -> int:
+    """Reference: write the same number of rows of random events with pyarrow, no dynamics."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    chunk = 5_000_000
+    writer = None
+    for start in range(0, rows, chunk):
+        n = min(chunk, rows - start)
+        table = pa.table(
+            {
+                "account_id": pa.array(rng.integers(0, 10_000, n).astype(str)),
+                "timestamp": pa.array(
+                    rng.integers(1_700_000_000_000_000, 1_730_000_000_000_000, n),
+                    pa.timestamp("us"),
+                ),
+                "event": pa.array(rng.integers(0, 30, n).astype(str)),
+                "user_id": pa.array(rng.integers(0, 100_000, n).astype(str)),
+                "event_id": pa.array(np.arange(start, start + n).astype(str)),
+                "quantity": pa.array(np.ones(n)),
+            }
+        )
+        writer = writer or pq.ParquetWriter(path, table.schema, compression="zstd")
+        writer.write_table(table)
+    writer.close()
+    return rows
+
+
+def bench_simulator(quick: bool) -> None:
+    accounts, months = (2000, 12) if quick else (10_000, 12)
+    out = BENCH_DIR / "simulator_run"
+    sim = measured(_simulate, accounts, months, str(out))
+    events = sim["result"]
+    ref = measured(_write_reference, events, str(BENCH_DIR / "reference_events.parquet"))
+    _table(
+        f"Simulator: {accounts:,} accounts x {months} months ({events:,} events)",
+        [
+            (
+                "simulator",
+                f"{sim['seconds']:.1f}",
+                f"{events / sim['seconds']:,.0f}",
+                f"{sim['peak_gib']:.2f}",
+                "1.00",
+            ),
+            (
+                "reference: random rows written with pyarrow",
+                f"{ref['seconds']:.1f}",
+                f"{events / ref['seconds']:,.0f}",
+                f"{ref['peak_gib']:.2f}",
+                f"{ref['seconds'] / sim['seconds']:.2f}",
+            ),
+        ],
+        ["step", "seconds", "events/s", "peak GiB", "speed vs simulator"],
+    )
+
+
+# --- features (issue: point-in-time features) ----------------------------------------------
+
+
+def _training_set(path: str, n_dates: int) -> tuple[int, int]:
+    from features.dataset import load_dataset
+    from training.labels import observation_dates, propensity_training_set
+
+    ds = load_dataset(path, write_quarantine=False)
+    dates = observation_dates(ds)[-n_dates:]
+    frame = propensity_training_set(ds, dates)
+    return len(frame), ds.report.tables["events"].rows_clean
+
+
+NAIVE_SQL = """
+SELECT e.account_id,
+    COUNT(*) FILTER (WHERE e.timestamp >= $t - INTERVAL 7 DAY) AS events_7d,
+    COUNT(*) FILTER (WHERE e.timestamp >= $t - INTERVAL 30 DAY) AS events_30d,
+    COUNT(*) AS events_90d,
+    COUNT(DISTINCT CAST(e.timestamp AS DATE)) FILTER (WHERE e.timestamp >= $t - INTERVAL 30 DAY)
+        AS active_days_30d,
+    COUNT(DISTINCT CAST(e.timestamp AS DATE)) AS active_days_90d,
+    COUNT(DISTINCT e.user_id) FILTER (WHERE e.timestamp >= $t - INTERVAL 30 DAY)
+        AS active_users_30d,
+    COUNT(DISTINCT COALESCE(c.feature, e.event))
+        FILTER (WHERE e.timestamp >= $t - INTERVAL 30 DAY) AS distinct_features_30d,
+    COUNT(DISTINCT COALESCE(c.feature, e.event)) AS distinct_features_90d,
+    COUNT(DISTINCT c.workflow) FILTER (WHERE e.timestamp >= $t - INTERVAL 30 DAY)
+        AS distinct_workflows_30d,
+    COUNT(*) FILTER (WHERE c.power AND e.timestamp >= $t - INTERVAL 14 DAY) AS power_events_14d
+FROM read_parquet($path) e
+LEFT JOIN read_parquet($catalog) c ON c.event = e.event
+WHERE e.timestamp >= $t - INTERVAL 90 DAY AND e.timestamp < $t
+GROUP BY e.account_id
+"""
+
+
+def _naive(path: str, n_dates: int) -> int:
+    """Reference: one DuckDB query per observation date straight over the raw events."""
+    import duckdb
+    import pandas as pd
+
+    from features.dataset import load_dataset
+    from training.labels import observation_dates
+
+    ds = load_dataset(path, write_quarantine=False)
+    dates = observation_dates(ds)[-n_dates:]
+    ds.close()
+    con = duckdb.connect()
+    rows = 0
+    for t in dates:
+        rows += len(
+            con.execute(
+                NAIVE_SQL,
+                {
+                    "t": pd.Timestamp(t).to_pydatetime(),
+                    "path": str(Path(path) / "events.parquet"),
+                    "catalog": str(Path(path) / "event_catalog.parquet"),
+                },
+            ).df()
+        )
+    return rows
+
+
+def bench_features(quick: bool) -> None:
+    accounts, months, n_dates = (5000, 18, 12) if quick else (50_000, 18, 12)
+    path = str(dataset(accounts, months))
+    fast = measured(_training_set, path, n_dates)
+    naive = measured(_naive, path, n_dates)
+    rows, events = fast["result"]
+    _table(
+        f"Training set: {n_dates} monthly dates, {accounts:,} accounts x {months} months "
+        f"({events:,} events, {rows:,} rows, all feature families + labels)",
+        [
+            (
+                "roll-ups + features + labels",
+                f"{fast['seconds']:.1f}",
+                f"{events / fast['seconds']:,.0f}",
+                f"{fast['peak_gib']:.2f}",
+                f"{naive['seconds'] / fast['seconds']:.1f}x",
+            ),
+            (
+                "naive: one query per date over raw events (activity+breadth only)",
+                f"{naive['seconds']:.1f}",
+                f"{events / naive['seconds']:,.0f}",
+                f"{naive['peak_gib']:.2f}",
+                "1.0x",
+            ),
+        ],
+        ["step", "seconds", "events/s", "peak GiB", "speed-up vs naive"],
+    )
+    console.print("Targets: speed-up >= 5x, peak < 8 GiB.")
+
+
+# --- training quality (issue: models) ------------------------------------------------------
+
+
+def _train(path: str) -> dict:
+    import tempfile
+
+    from features.dataset import load_dataset
+    from training.config import TrainingConfig
+    from training.train import train_post_upsell, train_propensity
+
+    ds = load_dataset(path, write_quarantine=False)
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, fn in (("propensity", train_propensity), ("post_upsell", train_post_upsell)):
+            started = time.perf_counter()
+            fitted = fn(ds, TrainingConfig(), Path(tmp))
+            out[name] = {**fitted.metrics, "seconds": time.perf_counter() - started}
+    return out
+
+
+def bench_training(quick: bool) -> None:
+    accounts = 4000 if quick else 20_000
+    path = str(dataset(accounts, 18))
+    run = measured(_train, path)
+    rows = []
+    for name, m in run["result"].items():
+        rules_p10 = m.get("rules_precision_at_10", float("nan"))
+        rows.append(
+            (
+                name,
+                f"{m.get('test_roc_auc', float('nan')):.3f}",
+                f"{m.get('oracle_roc_auc', float('nan')):.3f}",
+                f"{m.get('auc_ratio_to_oracle', float('nan')):.3f}",
+                f"{m.get('test_precision_at_10', float('nan')):.3f}",
+                f"{rules_p10:.3f}",
+                f"{m.get('test_precision_at_10', float('nan')) / rules_p10:.2f}x"
+                if rules_p10 == rules_p10 and rules_p10
+                else "n/a",
+                f"{m.get('test_ece', float('nan')):.4f}",
+                f"{m['seconds']:.1f}",
+            )
+        )
+    _table(
+        f"Model quality on {accounts:,} simulated accounts x 18 months (test period)",
+        rows,
+        [
+            "model",
+            "ROC-AUC",
+            "oracle AUC",
+            "model/oracle",
+            "precision@10%",
+            "rules precision@10%",
+            "vs rules",
+            "ECE",
+            "train s",
+        ],
+    )
+    console.print(
+        "Targets: model/oracle >= 0.95, precision@10% >= 2x the rules, ECE <= 0.02. "
+        f"Peak memory {run['peak_gib']:.2f} GiB."
+    )
+
+
+BENCHES = {
+    "simulator": bench_simulator,
+    "features": bench_features,
+    "training": bench_training,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "which",
+        nargs="*",
+        default=["all"],
+        help=f"all or any of {', '.join(BENCHES)}, batch, service",
+    )
+    parser.add_argument("--quick", action="store_true", help="Smaller sizes, for a smoke run.")
+    args = parser.parse_args(argv)
+    which = list(BENCHES) + ["batch", "service"] if args.which == ["all"] else args.which
+    for name in which:
+        console.rule(name)
+        if name == "batch":
+            from training.bench_batch import main as batch_main
+
+            batch_main(quick=args.quick)
+        elif name == "service":
+            from training.bench_service import main as service_main
+
+            service_main(quick=args.quick)
+        elif name in BENCHES:
+            BENCHES[name](args.quick)
+        else:
+            sys.exit(f"unknown benchmark {name!r}")
+
+
+if __name__ == "__main__":
+    main()
