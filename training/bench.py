@@ -305,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--quick", action="store_true", help="Smaller sizes, for a smoke run.")
     args = parser.parse_args(argv)
-    which = list(BENCHES) + ["batch", "service"] if args.which == ["all"] else args.which
+    which = [*BENCHES, "batch", "service"] if args.which == ["all"] else args.which
     for name in which:
         console.rule(name)
         if name == "batch":
