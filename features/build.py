@@ -34,10 +34,27 @@ from features.rollup import ensure_rollups
 EPOCH = date(1970, 1, 1)
 KEYS = ["as_of", "account_id"]
 
-# Where each aggregate source's rows come from and which of them fall in an as-of date's reach.
+# The window rule, in one place: window name -> (lo, hi) meaning t - lo <= d < t - hi.
+WINDOWS = {"7d": (7, 0), "14d": (14, 0), "30d": (30, 0), "prev30d": (60, 30), "90d": (90, 0)}
+
+# Windowed sources: roll-up table, grouping keys, the value counted, and the windows needed.
+# They are pre-aggregated per as-of date into `fs_win_<source>` with one `n_<window>` column per
+# window, so each roll-up row is read once per date it can reach and features are plain sums.
+WINDOWED = {
+    "activity": (
+        "activity_day",
+        ("account_id", "event", "feature", "workflow", "power", "min_tier", "signal"),
+        "a.n_events",
+        ("7d", "14d", "30d", "prev30d", "90d"),
+    ),
+    "users": ("user_day", ("account_id", "user_id"), "1", ("7d", "30d", "prev30d")),
+}
+
+# Other sources: where their rows come from and which of them fall in an as-of date's reach.
 SOURCES = {
-    "activity": ("activity_day", "a.d >= dt.t - 90 AND a.d < dt.t"),
-    "users": ("user_day", "a.d >= dt.t - 60 AND a.d < dt.t"),
+    "activity": None,
+    "users": None,
+    "days": ("account_day", "a.d >= dt.t - 90 AND a.d < dt.t"),
     "team": ("users", "a.created_at < dt.as_of"),
     "first_use": ("first_use", "a.first_d >= dt.t - 30 AND a.first_d < dt.t"),
 }
@@ -156,6 +173,8 @@ def build_feature_frame(
     parts = []
     for source in SOURCES:
         note(source)
+        if source in WINDOWED:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE fs_win_{source} AS {_windowed_sql(source)}")
         feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
         con.execute(f"CREATE OR REPLACE TEMP TABLE fs_{source} AS {_aggregate_sql(source, feats)}")
         parts.append((source, feats))
@@ -214,7 +233,36 @@ def _state_sql(wanted_join: str) -> str:
     """
 
 
+def _windowed_sql(source: str) -> str:
+    """Per as-of date and group, the value summed over each window (the window rule)."""
+    table, keys, value, windows = WINDOWED[source]
+    reach = max(WINDOWS[w][0] for w in windows)
+    sums = ",\n        ".join(
+        f"SUM(CASE WHEN a.d >= dt.t - {WINDOWS[w][0]} AND a.d < dt.t - {WINDOWS[w][1]} "
+        f"THEN {value} ELSE 0 END) AS n_{w}"
+        for w in windows
+    )
+    group = ", ".join(f"a.{k}" for k in keys)
+    return f"""
+    SELECT dt.as_of, {group},
+        {sums}
+    FROM {table} a
+    JOIN fs_state s ON s.account_id = a.account_id
+    JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t
+    GROUP BY dt.as_of, {group}
+    """
+
+
 def _aggregate_sql(source: str, feats: list[Feature]) -> str:
+    if source in WINDOWED:
+        exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
+        return f"""
+    SELECT s.as_of, s.account_id,
+        {exprs}
+    FROM fs_win_{source} a
+    JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id
+    GROUP BY s.as_of, s.account_id
+    """
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
     return f"""

@@ -5,8 +5,10 @@ family. `aggregate` expressions run over a family's source rows (one roll-up row
 account's state at an as-of date; see `features.build`), `derived` ones over the columns of
 earlier families. Per-quota features are generated from the dataset's own `plan_limits` metrics.
 
-Column prefixes in aggregate SQL: `a` is a roll-up row, `s` the account's state at the as-of
+Column prefixes in aggregate SQL: `a` is a source row, `s` the account's state at the as-of
 date, `dt` the as-of date row (`t` = its day number, `m0`/`pm0` this/previous month start).
+The windowed sources (activity, users) are pre-aggregated per as-of date with a count column
+per window (`a.n_7d`, `a.n_30d`, `a.n_prev30d`, ...), so no feature repeats the window rule.
 Direction: +1 when a higher value should mean a likelier expansion, -1 the opposite, 0 unknown.
 """
 
@@ -36,21 +38,32 @@ class Feature:
     model: bool = True  # False for helper columns that derived features read
 
 
-def _window_sum(days: int, value: str = "a.n_events", cond: str = "TRUE") -> str:
-    return f"SUM(CASE WHEN a.d >= dt.t - {days} AND {cond} THEN {value} ELSE 0 END)"
+# Windowed sources (activity, users) arrive pre-aggregated per as-of date with one count column
+# per window, `a.n_<window>` (see features.build.WINDOWS), so features are plain sums.
+def _window_sum(window: str, cond: str = "TRUE") -> str:
+    return f"SUM(CASE WHEN {cond} THEN a.n_{window} ELSE 0 END)"
 
 
-def _window_distinct(days: int, value: str, cond: str = "TRUE") -> str:
-    return f"COUNT(DISTINCT CASE WHEN a.d >= dt.t - {days} AND {cond} THEN {value} END)"
+def _window_distinct(window: str, value: str, cond: str = "TRUE") -> str:
+    return f"COUNT(DISTINCT CASE WHEN a.n_{window} > 0 AND {cond} THEN {value} END)"
 
 
-_PREV_30 = "a.d < dt.t - 30 AND a.d >= dt.t - 60"
+def _window_count(window: str) -> str:
+    """Rows (users) with any activity in the window."""
+    return f"SUM(CASE WHEN a.n_{window} > 0 THEN 1 ELSE 0 END)"
+
+
+def _days_in(days: int) -> str:
+    """Active days of the account within the last `days` (source `days`)."""
+    return f"SUM(CASE WHEN a.d >= dt.t - {days} THEN 1 ELSE 0 END)"
+
+
 _IN_PLAN = "(a.min_tier IS NULL OR a.min_tier <= s.tier)"
 _PREMIUM = "a.min_tier > s.tier"
 
 
-def _act(name, description, sql, direction=0):
-    return Feature(name, "activity", description, sql, direction=direction, source="activity")
+def _act(name, description, sql, direction=0, source="activity"):
+    return Feature(name, "activity", description, sql, direction=direction, source=source)
 
 
 def _breadth(name, description, sql, direction=1, requires="event_catalog"):
@@ -151,28 +164,30 @@ FEATURES: tuple[Feature, ...] = (
         direction=1,
     ),
     # --- activity ----------------------------------------------------------------------------
-    _act("events_7d", "Events in the last 7 days.", _window_sum(7)),
-    _act("events_30d", "Events in the last 30 days.", _window_sum(30)),
-    _act("events_90d", "Events in the last 90 days.", _window_sum(90)),
-    _act("events_prev_30d", "Events 30 to 60 days ago.", _window_sum(60, cond=_PREV_30)),
-    _act("active_days_7d", "Days with any event in the last 7 days.", _window_distinct(7, "a.d")),
+    _act("events_7d", "Events in the last 7 days.", _window_sum("7d")),
+    _act("events_30d", "Events in the last 30 days.", _window_sum("30d")),
+    _act("events_90d", "Events in the last 90 days.", _window_sum("90d")),
+    _act("events_prev_30d", "Events 30 to 60 days ago.", _window_sum("prev30d")),
+    _act("active_days_7d", "Days with any event in the last 7 days.", _days_in(7), source="days"),
     _act(
         "active_days_30d",
         "Days with any event in the last 30 days.",
-        _window_distinct(30, "a.d"),
+        _days_in(30),
         direction=1,
+        source="days",
     ),
     _act(
         "active_days_90d",
         "Days with any event in the last 90 days.",
-        _window_distinct(90, "a.d"),
+        _days_in(90),
         direction=1,
+        source="days",
     ),
     Feature(
         "active_users_7d",
         "activity",
         "Distinct users with events in the last 7 days.",
-        _window_distinct(7, "a.user_id"),
+        _window_count("7d"),
         source="users",
         direction=1,
     ),
@@ -180,7 +195,7 @@ FEATURES: tuple[Feature, ...] = (
         "active_users_30d",
         "activity",
         "Distinct users with events in the last 30 days.",
-        _window_distinct(30, "a.user_id"),
+        _window_count("30d"),
         source="users",
         direction=1,
     ),
@@ -188,14 +203,14 @@ FEATURES: tuple[Feature, ...] = (
         "active_users_prev_30d",
         "activity",
         "Distinct users active 30 to 60 days ago.",
-        _window_distinct(60, "a.user_id", _PREV_30),
+        _window_count("prev30d"),
         source="users",
     ),
     Feature(
         "user_days_30d",
         "activity",
         "Sum over the last 30 days of daily active users.",
-        _window_sum(30, "1"),
+        _window_sum("30d"),
         source="users",
     ),
     Feature(
@@ -210,71 +225,71 @@ FEATURES: tuple[Feature, ...] = (
     _breadth(
         "distinct_features_30d",
         "Product features used in the last 30 days.",
-        _window_distinct(30, "a.feature"),
+        _window_distinct("30d", "a.feature"),
         requires=None,
     ),
     _breadth(
         "distinct_features_90d",
         "Product features used in the last 90 days.",
-        _window_distinct(90, "a.feature"),
+        _window_distinct("90d", "a.feature"),
         requires=None,
     ),
     _breadth(
         "distinct_features_prev_30d",
         "Product features used 30 to 60 days ago.",
-        _window_distinct(60, "a.feature", _PREV_30),
+        _window_distinct("prev30d", "a.feature"),
         direction=0,
         requires=None,
     ),
     _breadth(
         "distinct_workflows_30d",
         "Workflows touched in the last 30 days.",
-        _window_distinct(30, "a.workflow"),
+        _window_distinct("30d", "a.workflow"),
     ),
     _breadth(
         "distinct_workflows_90d",
         "Workflows touched in the last 90 days.",
-        _window_distinct(90, "a.workflow"),
+        _window_distinct("90d", "a.workflow"),
     ),
     _breadth(
         "plan_features_used_30d",
         "Features of the current plan used in the last 30 days.",
-        _window_distinct(30, "a.feature", _IN_PLAN),
+        _window_distinct("30d", "a.feature", _IN_PLAN),
     ),
     _breadth(
         "power_events_14d",
         "Power-feature activations in the last 14 days.",
-        _window_sum(14, cond="a.power"),
+        _window_sum("14d", cond="a.power"),
     ),
     _breadth(
         "power_events_30d",
         "Power-feature activations in the last 30 days.",
-        _window_sum(30, cond="a.power"),
+        _window_sum("30d", cond="a.power"),
     ),
     _breadth(
         "distinct_power_features_14d",
         "Distinct power features used in the last 14 days.",
-        _window_distinct(14, "a.feature", "a.power"),
+        _window_distinct("14d", "a.feature", "a.power"),
     ),
     _breadth(
         "distinct_power_features_30d",
         "Distinct power features used in the last 30 days.",
-        _window_distinct(30, "a.feature", "a.power"),
+        _window_distinct("30d", "a.feature", "a.power"),
     ),
     _breadth(
         "premium_trial_events_30d",
         "Events of features above the current tier (trials) in the last 30 days.",
-        _window_sum(30, cond=_PREMIUM),
+        _window_sum("30d", cond=_PREMIUM),
     ),
     _breadth(
         "premium_trial_features_30d",
         "Distinct features above the current tier used in the last 30 days.",
-        _window_distinct(30, "a.feature", _PREMIUM),
+        _window_distinct("30d", "a.feature", _PREMIUM),
     ),
     _breadth(
         "paywall_hits_30d",
         "Paywall signals in the last 30 days.",
-        _window_sum(30, cond="a.signal = 'paywall'"),
+        _window_sum("30d", cond="a.signal = 'paywall'"),
     ),
     Feature(
         "new_features_30d",
@@ -288,28 +303,28 @@ FEATURES: tuple[Feature, ...] = (
     _intent(
         "pricing_page_visits_7d",
         "Pricing-page visits in the last 7 days.",
-        _window_sum(7, cond="a.signal = 'pricing_page'"),
+        _window_sum("7d", cond="a.signal = 'pricing_page'"),
     ),
     _intent(
         "pricing_page_visits_30d",
         "Pricing-page visits in the last 30 days.",
-        _window_sum(30, cond="a.signal = 'pricing_page'"),
+        _window_sum("30d", cond="a.signal = 'pricing_page'"),
     ),
     _intent(
         "invites_30d",
         "Invitation signals in the last 30 days.",
-        _window_sum(30, cond="a.signal = 'invite'"),
+        _window_sum("30d", cond="a.signal = 'invite'"),
     ),
     _intent(
         "support_signals_30d",
         "Support signals in the last 30 days.",
-        _window_sum(30, cond="a.signal = 'support'"),
+        _window_sum("30d", cond="a.signal = 'support'"),
         direction=0,
     ),
     _intent(
         "exports_30d",
         "Export signals in the last 30 days.",
-        _window_sum(30, cond="a.signal = 'export'"),
+        _window_sum("30d", cond="a.signal = 'export'"),
         direction=0,
     ),
     # --- quota pressure (across the dataset's quota metrics) ---------------------------------
