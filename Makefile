@@ -8,7 +8,7 @@ DEMO_DIR ?= data/demo
 DEMO_ACCOUNTS ?= 2000
 DEMO_MONTHS ?= 18
 
-.PHONY: help setup demo test test-all lint format bench serve clean
+.PHONY: help setup demo test test-all lint format bench serve clean chromium
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,7 +32,7 @@ demo: setup ## Simulate, validate, train, promote, snapshot and rank: the whole 
 	$(BIN)/expansion snapshot --data $(DEMO_DIR)
 	$(BIN)/expansion rank --limit 10
 
-test: setup ## Run the default test suite (what CI runs)
+test: setup chromium ## Run the default test suite (what CI runs)
 	$(BIN)/pytest -q
 
 test-all: setup ## Run every test, the slow ones too
@@ -51,6 +51,9 @@ bench: setup ## Benchmarks, printed as ratios against references measured in the
 
 serve: setup ## Start the scoring API (BentoML) on port 3000
 	$(BIN)/expansion serve
+
+chromium: ## Headless Chromium for the report test (Debian package, installed if missing)
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 clean: ## Remove the venv, caches and generated data (keeps models/ registry)
 	rm -rf $(VENV) .pytest_cache .ruff_cache data build *.egg-info

@@ -428,6 +428,40 @@ def print_ranked(top, title: str) -> None:
     console.print(table)
 
 
+@app.command()
+def report(
+    data: DataDir,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    from_: Annotated[
+        str | None, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")
+    ] = None,
+    to: Annotated[
+        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")
+    ] = None,
+) -> None:
+    """Write the upsell analytics report: one self-contained HTML file (plus model cards)."""
+    import tempfile
+    from datetime import timedelta
+
+    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
+    from training.report import model_card_from_mlflow, render_report
+
+    ds = _load(data)
+    start = date.fromisoformat(from_) if from_ else None
+    end = date.fromisoformat(to) + timedelta(days=1) if to else None  # the report's end is open
+    with tempfile.TemporaryDirectory() as tmp, console.status("rendering the report"):
+        uri = get_settings().resolved_tracking_uri
+        cards = [
+            card
+            for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
+            if (card := model_card_from_mlflow(name, tmp, tracking_uri=uri))
+        ]
+        path = render_report(ds, out, start=start, end=end, model_card=cards or None)
+    console.print(f"Report written to {path}")
+
+
 def print_validation(report) -> None:
     """Print rows per table, time range and quarantined rows per reason."""
     table = Table(title=f"Dataset {report.path}")
