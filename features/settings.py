@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROPENSITY_MODEL = "expansion-propensity"
@@ -30,7 +30,9 @@ class Settings(BaseSettings):
         description="MLflow tracking URI; default: a SQLite store under models_dir.",
     )
     experiment: str = Field("expansion-scoring", description="MLflow experiment name.")
-    api_keys: str = Field("", description="Comma-separated API keys for the service.")
+    api_keys: SecretStr = Field(
+        SecretStr(""), description="Comma-separated API keys for the service (never printed)."
+    )
     auth_enabled: bool = Field(True, description="Require an API key on every endpoint.")
     csm_arr_threshold: float = Field(
         12_000.0, description="Accounts at or above this ARR are routed to a CSM."
@@ -41,6 +43,9 @@ class Settings(BaseSettings):
     suppress_after_expansion_days: int = Field(30, description="No pitch this soon after one.")
     outreach_cooldown_days: int = Field(14, description="No pitch this soon after a touch.")
     reasons: int = Field(3, description="Reason codes returned per account.")
+    reload_seconds: float = Field(
+        30.0, gt=0, description="How often the service checks for a new snapshot or champion."
+    )
 
     @property
     def resolved_tracking_uri(self) -> str:
@@ -59,7 +64,7 @@ class Settings(BaseSettings):
 
     @property
     def api_key_list(self) -> list[str]:
-        return [k.strip() for k in self.api_keys.split(",") if k.strip()]
+        return [k.strip() for k in self.api_keys.get_secret_value().split(",") if k.strip()]
 
 
 @lru_cache(maxsize=1)

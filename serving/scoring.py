@@ -11,6 +11,7 @@ computed only for the rows a caller returns.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -274,6 +275,7 @@ LABELS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
 def _family(name: str) -> str:
     """The business family of a feature, so reasons do not repeat one signal three times."""
     for f in feature_list([]):
@@ -366,7 +368,7 @@ def score_accounts(
         missing = [a for a in account_ids if a not in frame.index]
         if missing:
             raise KeyError(missing)
-        frame = frame.loc[account_ids]
+        frame = frame.loc[list(dict.fromkeys(account_ids))]  # each account once, in order
     scored = score_frame(models, frame, snapshot.plans, settings)
     if explain_rows:
         scored = attach_reasons(models, frame, scored, settings.reasons)
@@ -384,3 +386,64 @@ def attach_reasons(
         reasons_text=[reasons_line(r) for r in records],
         base_value=base,
     )
+
+
+# --- explanations for a loaded snapshot (the API's hot path) ---------------------------------
+
+
+@dataclass
+class ExplainerInputs:
+    """One model's inputs for every account of a snapshot, converted once.
+
+    Converting rows to model inputs costs milliseconds even for a single row (one pandas
+    operation per column). A service that explains one account per request converts the whole
+    snapshot when it loads it and then explains any rows with one LightGBM call on a numpy
+    slice: the numbers LightGBM derives from the pandas frame, so the same contributions.
+    """
+
+    model: ScoringModel
+    frame: pd.DataFrame  # the model's raw columns by account_id: the values in reason texts
+    matrix: np.ndarray | None  # LightGBM input (categories as codes); None for a linear model
+
+
+class _KnownContributions:
+    """Stands in for a model in `explain` when the contributions are already computed."""
+
+    def __init__(self, model: ScoringModel, contrib: np.ndarray, base: np.ndarray) -> None:
+        self.contract = model.contract
+        self._result = (contrib, base)
+
+    def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        return self._result
+
+
+def prepare_explainer(model: ScoringModel, frame: pd.DataFrame) -> ExplainerInputs:
+    """Convert every row of `frame` to the model's input matrix once (LightGBM models)."""
+    frame = frame[model.contract.features]  # fewer columns to slice per request
+    if model.booster is None:
+        return ExplainerInputs(model, frame, None)
+    x = model.frame(frame)
+    # LightGBM's own pandas conversion: categories as its training levels, codes, -1 unknown.
+    levels = iter(model.booster.pandas_categorical or [])
+    for name in x.columns:
+        if isinstance(x[name].dtype, pd.CategoricalDtype):
+            column = x[name].cat.set_categories(next(levels))
+            x[name] = column.cat.codes.astype("float64").where(column.cat.codes >= 0)
+    return ExplainerInputs(model, frame, x.to_numpy(dtype="float64", na_value=np.nan))
+
+
+def explain_at(
+    inputs: ExplainerInputs, positions: list[int], top: int | None = None
+) -> tuple[list[list[dict]], np.ndarray]:
+    """`explain` for the rows at `positions` of a prepared snapshot, without re-converting."""
+    if not positions:
+        return [], np.zeros(0)
+    rows = inputs.frame.iloc[positions]
+    if inputs.matrix is None:
+        return explain(inputs.model, rows, top=top)
+    # One thread: OpenMP start-up costs more than a few rows take (and 100x on a busy machine).
+    contrib = inputs.model.booster.predict(
+        inputs.matrix[positions], pred_contrib=True, num_threads=1
+    )
+    known = _KnownContributions(inputs.model, contrib[:, :-1], contrib[:, -1])
+    return explain(known, rows, top=top)  # type: ignore[arg-type]

@@ -429,6 +429,23 @@ def print_ranked(top, title: str) -> None:
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to bind (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
+) -> None:
+    """Start the scoring API (BentoML): /score, /rank, /explain, /model_info, /readyz."""
+    from features.settings import get_settings
+    from serving.auth import AuthConfigError
+    from serving.service import serve as run_server
+
+    try:
+        code = run_server(host, port, get_settings())
+    except AuthConfigError as exc:
+        raise _fail(str(exc)) from exc
+    raise typer.Exit(code)
+
+
+@app.command()
 def report(
     data: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
