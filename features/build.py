@@ -8,6 +8,9 @@ dropped, which only ever uses less data.
 
 One row per account that is `active` or `trialing` at the as-of date, columns `as_of`,
 `account_id`, then the registry's features in model order.
+
+The SQL is written once (DuckDB's dialect) and runs on the dataset's engine: DuckDB, or Spark
+through sqlglot (`features.engine`); only the quota pivot and the finishing happen in pandas.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import pandas as pd
 
 from features.dataset import Dataset
 from features.derived import EXPANSION_KINDS
+from features.engine import Engine
 from features.registry import (
     CATEGORICAL,
     FEATURES,
@@ -100,8 +104,8 @@ def as_of_frame(dates: Iterable[date]) -> pd.DataFrame:
 
 def quota_metrics(dataset: Dataset) -> list[str]:
     """The dataset's quota metrics (from `plan_limits`), sorted."""
-    rows = dataset.con.execute("SELECT DISTINCT metric FROM plan_limits ORDER BY 1").fetchall()
-    return [r[0] for r in rows]
+    rows = dataset.engine.df("SELECT DISTINCT metric FROM plan_limits ORDER BY 1")
+    return [str(m) for m in rows["metric"]]
 
 
 @dataclass(frozen=True)
@@ -151,42 +155,42 @@ def build_feature_frame(
         pairs["as_of"] = pd.to_datetime(pairs["as_of"].map(to_as_of)).astype("datetime64[us]")
         pairs["account_id"] = pairs["account_id"].astype(str)
         as_of_dates = pairs["as_of"].dt.date.unique().tolist()
-    con = dataset.con
+    engine = dataset.engine
     note = progress or (lambda _step: None)
     dates = as_of_frame(to_as_of(v) for v in as_of_dates)
     spec = feature_spec(dataset)
     note("roll-ups")
     ensure_rollups(dataset)
-    con.register("as_of_dates_df", dates)
-    con.execute("CREATE OR REPLACE TEMP TABLE as_of_dates AS SELECT * FROM as_of_dates_df")
-    con.unregister("as_of_dates_df")
+    engine.register("as_of_dates_df", dates)
+    engine.create_table("as_of_dates", "SELECT * FROM as_of_dates_df")
+    engine.unregister("as_of_dates_df")
     wanted = ""
     if pairs is not None:
-        con.register("wanted_df", pairs)
+        engine.register("wanted_df", pairs)
         wanted = "JOIN wanted_df w ON w.account_id = c.account_id AND w.as_of = dt.as_of"
     elif accounts is not None:
-        con.register("wanted_df", pd.DataFrame({"account_id": accounts}, dtype=str))
+        engine.register("wanted_df", pd.DataFrame({"account_id": accounts}, dtype=str))
         wanted = "JOIN wanted_df w ON w.account_id = c.account_id"
 
     note("account state")
-    con.execute(_state_sql(wanted))
+    engine.create_table("fs_state", _state_sql(wanted))
     parts = []
     for source in SOURCES:
         note(source)
         if source in WINDOWED:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE fs_win_{source} AS {_windowed_sql(source)}")
+            engine.create_table(f"fs_win_{source}", _windowed_sql(source))
         feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
-        con.execute(f"CREATE OR REPLACE TEMP TABLE fs_{source} AS {_aggregate_sql(source, feats)}")
+        engine.create_table(f"fs_{source}", _aggregate_sql(source, feats))
         parts.append((source, feats))
     note("recency")
-    con.execute(_RECENCY_SQL)
+    engine.create_table("fs_recency", _RECENCY_SQL)
     note("quota")
-    con.execute(_QUOTA_LONG_SQL)
-    frame = con.execute(_final_sql(parts)).df()
+    engine.create_table("fs_quota_long", _QUOTA_LONG_SQL)
+    frame = engine.df(_final_sql(parts))
     if wanted:
-        con.unregister("wanted_df")
+        engine.unregister("wanted_df")
 
-    frame = _add_quota_metric_columns(con, frame, spec)
+    frame = _add_quota_metric_columns(engine, frame, spec)
     frame = _blank_missing_sources(dataset, frame, spec)
     return _finish(frame, spec)
 
@@ -198,7 +202,6 @@ def _state_sql(wanted_join: str) -> str:
     """`fs_state`: per as-of date and account, the latest subscription row before it."""
     expansion = ", ".join(f"'{k}'" for k in EXPANSION_KINDS)
     return f"""
-    CREATE OR REPLACE TEMP TABLE fs_state AS
     WITH hist AS (
         SELECT dt.as_of, dt.t, c.account_id, c.plan_id, c.tier, c.seats, c.mrr, c.status,
             c.effective_at,
@@ -278,7 +281,6 @@ def _aggregate_sql(source: str, feats: list[Feature]) -> str:
 # Last active day before each as-of date: carry the latest day forward along each account's
 # timeline (one sort), instead of joining every as-of date to the whole history.
 _RECENCY_SQL = """
-CREATE OR REPLACE TEMP TABLE fs_recency AS
 SELECT as_of, account_id, last_d AS last_event_day FROM (
     SELECT account_id, as_of, is_mark,
         MAX(CASE WHEN is_mark = 0 THEN d END) OVER (
@@ -298,7 +300,6 @@ WHERE is_mark = 1
 # One row per as-of date, account and quota metric of its current plan. The current plan's
 # limit is used for every window: pressure against today's limit is what an upsell relieves.
 _QUOTA_LONG_SQL = """
-CREATE OR REPLACE TEMP TABLE fs_quota_long AS
 WITH base AS (
     SELECT s.as_of, s.account_id, l.metric, l.monthly_limit AS lim,
         dt.t, dt.m0, dt.pm0, dt.dim, dt.elapsed
@@ -404,11 +405,13 @@ def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
 # --- pandas finishing -----------------------------------------------------------------------
 
 
-def _add_quota_metric_columns(con, frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+def _add_quota_metric_columns(
+    engine: Engine, frame: pd.DataFrame, spec: FeatureSpec
+) -> pd.DataFrame:
     """Pivot the long quota table into one column per metric and measure (names from data)."""
     if not spec.metrics:
         return frame
-    long = con.execute("SELECT * FROM fs_quota_long").df()
+    long = engine.df("SELECT * FROM fs_quota_long")
     if long.empty:
         for metric in spec.metrics:
             for column in QUOTA_METRIC_COLUMNS:

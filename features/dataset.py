@@ -1,9 +1,17 @@
 """Read a dataset folder as the contract defines it, check every rule, quarantine bad rows.
 
-`load_dataset(path)` returns a `Dataset`: a DuckDB connection holding one clean table (or view, for
-the large `events` table) per contract table, plus a `ValidationReport`. Rows that break a rule
-are written to `<dataset>/_quarantine/<table>.parquet` with a `reason` column and their source
-row; fatal problems (missing table or column, unreadable file) raise `ContractError`.
+`load_dataset(path)` returns a `Dataset`: an engine (DuckDB by default, see `features.engine`)
+holding one clean table (or view, for the large `events` table) per contract table, plus a
+`ValidationReport`. Rows that break a rule are written to `<dataset>/_quarantine/<table>.parquet`
+with a `reason` column and their source row; fatal problems (missing table or column, unreadable
+file) raise `ContractError`.
+
+`load_dataset(uri, engine="spark", spark=...)` applies the same rules, as the same SQL, on Apache
+Spark: tables are `<uri>/<table>.parquet` (a file or a folder of Parquet parts) under any URI
+Spark reads (local, `hdfs://`, `s3a://`, ...); CSV tables are refused there (convert them, or
+load them with DuckDB). Quarantined rows are written by Spark's Parquet writer to the folder
+`<uri>/_quarantine/<table>/`, and the `source_row` of a row in a folder of parts counts from
+`file number x 10^12` (parts in name order) so that it still orders rows in file order.
 
 Inside the project every timestamp is a naive UTC `TIMESTAMP` (microseconds) and every
 identifier a string: the conversion happens here, once.
@@ -18,6 +26,7 @@ import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import duckdb
 import pandas as pd
@@ -32,6 +41,10 @@ from features.contract import (
     Reason,
     TableSpec,
 )
+from features.engine import DuckDBEngine, Engine, SparkEngine, make_engine
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 QUARANTINE_DIR = "_quarantine"
 
@@ -96,12 +109,23 @@ class ValidationReport:
 
 @dataclass
 class Dataset:
-    """A validated dataset: clean contract tables in DuckDB, plus the validation report."""
+    """A validated dataset: clean contract tables on an engine, plus the validation report."""
 
     path: Path
-    con: duckdb.DuckDBPyConnection
+    engine: Engine
     report: ValidationReport
+    uri: str = ""  # where the tables were read from, as given (a folder or any Spark URI)
     _frames: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
+
+    @property
+    def con(self) -> duckdb.DuckDBPyConnection:
+        """The DuckDB connection (DuckDB datasets only; Spark ones have `engine.spark`)."""
+        if isinstance(self.engine, DuckDBEngine):
+            return self.engine.con
+        raise TypeError(
+            f"dataset {self.uri or self.path} runs on {self.engine.name}, not DuckDB: "
+            "use dataset.engine (or load it with engine='duckdb')"
+        )
 
     def has(self, table: str) -> bool:
         """Whether the dataset provides this (possibly optional) table."""
@@ -113,11 +137,14 @@ class Dataset:
     def frame(self, table: str) -> pd.DataFrame:
         """The clean table as a pandas frame (cached; avoid for `events` on large data)."""
         if table not in self._frames:
-            self._frames[table] = self.con.table(table).df()
+            if isinstance(self.engine, DuckDBEngine):
+                self._frames[table] = self.con.table(table).df()
+            else:
+                self._frames[table] = self.engine.df(f"SELECT * FROM {table}")
         return self._frames[table]
 
     def close(self) -> None:
-        self.con.close()
+        self.engine.close()
 
 
 def find_table_file(path: Path, table: str) -> Path | None:
@@ -144,35 +171,50 @@ def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
 def load_dataset(
     path: str | Path,
     *,
-    quarantine_dir: Path | None = None,
+    quarantine_dir: Path | str | None = None,
     write_quarantine: bool = True,
     con: duckdb.DuckDBPyConnection | None = None,
+    engine: str | Engine = "duckdb",
+    spark: SparkSession | None = None,
+    spark_master: str | None = None,
 ) -> Dataset:
     """Validate the dataset folder at `path` and return its clean tables.
 
     Bad rows go to `quarantine_dir` (default `<path>/_quarantine`) as `<table>.parquet`;
     a missing required table or column, or an unreadable file, raises `ContractError`.
+    `engine="spark"` runs the same validation on Spark (`spark`, or a session started on
+    `spark_master`, default `local[*]`): `path` may then be any URI Spark reads.
     """
-    path = Path(path)
-    if not path.is_dir():
-        raise ContractError("dataset folder does not exist", file=path)
-    con = con or connect()
-    qdir = quarantine_dir or path / QUARANTINE_DIR
-    report = ValidationReport(path=str(path))
+    eng = make_engine(engine, con=con, spark=spark, spark_master=spark_master)
+    if isinstance(eng, DuckDBEngine):
+        source: _Source = _DuckDBSource(eng)
+        path = Path(path)
+        uri = str(path)
+        if not path.is_dir():
+            raise ContractError("dataset folder does not exist", file=path)
+        qdir: str = str(quarantine_dir or path / QUARANTINE_DIR)
+    else:
+        source = _SparkSource(eng)  # type: ignore[arg-type]
+        uri = str(path).rstrip("/")
+        if not source.is_dir(uri):
+            raise ContractError("dataset folder does not exist", file=uri)
+        path = Path(uri) if "://" not in uri else Path(uri.split("://", 1)[1])
+        qdir = str(quarantine_dir or f"{uri}/{QUARANTINE_DIR}")
+    report = ValidationReport(path=uri)
     for name in LOAD_ORDER:
         spec = TABLES[name]
-        file = find_table_file(path, name)
+        file = source.find(uri, name)
         if file is None:
             if spec.required:
                 raise ContractError(
                     f"required table {name!r} is missing (expected {name}.parquet or {name}.csv)",
-                    file=path / f"{name}.parquet",
+                    file=f"{uri}/{name}.parquet",
                 )
-            _create_empty(con, spec)
+            _create_empty(eng, spec)
             report.tables[name] = TableReport(table=name, file=None)
             continue
-        report.tables[name] = _load_table(con, spec, file, report, qdir, write_quarantine)
-    return Dataset(path=path, con=con, report=report)
+        report.tables[name] = _load_table(source, spec, file, qdir, write_quarantine)
+    return Dataset(path=path, engine=eng, report=report, uri=uri)
 
 
 # --- one table ------------------------------------------------------------------------------
@@ -227,6 +269,161 @@ def _read_error(file: Path, exc: Exception) -> ContractError:
     first = text.strip().splitlines()
     detail = " ".join(first[:3]) if first else type(exc).__name__
     return ContractError(f"cannot read the file: {detail}", file=file, row=row)
+
+
+class _Source(Protocol):
+    """How one engine finds, reads and quarantines the files; the rules are shared SQL."""
+
+    engine: Engine
+
+    def find(self, uri: str, table: str) -> str | None: ...
+
+    def read_raw(self, file: str, view: str) -> tuple[list[str], dict[str, str]]:
+        """Expose the file as `view` plus `_row`; its columns and DuckDB type names."""
+        ...
+
+    def rows(self, sql: str, file: str) -> list[tuple]: ...
+
+    def write_quarantine(self, bad_sql: str | None, qdir: str, table: str) -> None: ...
+
+
+class _DuckDBSource:
+    """Local files read by DuckDB (Parquet or CSV)."""
+
+    def __init__(self, engine: DuckDBEngine) -> None:
+        self.engine = engine
+        self.con = engine.con
+
+    def find(self, uri: str, table: str) -> str | None:
+        file = find_table_file(Path(uri), table)
+        return str(file) if file is not None else None
+
+    def read_raw(self, file: str, view: str) -> tuple[list[str], dict[str, str]]:
+        raw = _read_raw(self.con, Path(file))
+        raw.create_view(view, replace=True)
+        return list(raw.columns), dict(zip(raw.columns, [str(t) for t in raw.types], strict=True))
+
+    def rows(self, sql: str, file: str) -> list[tuple]:
+        try:
+            return self.con.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise _read_error(Path(file), exc) from exc
+
+    def write_quarantine(self, bad_sql: str | None, qdir: str, table: str) -> None:
+        qfile = Path(qdir) / f"{table}.parquet"
+        if bad_sql is not None:
+            qfile.parent.mkdir(parents=True, exist_ok=True)
+            tmp = qfile.with_suffix(".parquet.tmp")
+            self.con.sql(bad_sql).write_parquet(str(tmp))
+            tmp.replace(qfile)
+        elif qfile.exists():  # a stale file from an earlier run would mislead
+            qfile.unlink()
+
+
+_SPARK_TO_DUCKDB = {
+    "string": "VARCHAR",
+    "bigint": "BIGINT",
+    "int": "INTEGER",
+    "smallint": "SMALLINT",
+    "tinyint": "TINYINT",
+    "double": "DOUBLE",
+    "float": "FLOAT",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp_ntz": "TIMESTAMP",
+    "timestamp": "TIMESTAMP WITH TIME ZONE",
+}
+ROW_FILE_STRIDE = 10**12  # `_row` of a row in the n-th part file: n x stride + row in file
+
+
+class _SparkSource:
+    """Parquet tables under any URI Spark reads (a file or a folder of part files)."""
+
+    def __init__(self, engine: SparkEngine) -> None:
+        self.engine = engine
+        self.spark = engine.spark
+
+    def _fs(self, uri: str):
+        sc = self.spark.sparkContext
+        jpath = sc._jvm.org.apache.hadoop.fs.Path(uri)  # type: ignore[union-attr]
+        return jpath.getFileSystem(sc._jsc.hadoopConfiguration()), jpath  # type: ignore[union-attr]
+
+    def exists(self, uri: str) -> bool:
+        fs, jpath = self._fs(uri)
+        return bool(fs.exists(jpath))
+
+    def is_dir(self, uri: str) -> bool:
+        fs, jpath = self._fs(uri)
+        return bool(fs.exists(jpath) and fs.getFileStatus(jpath).isDirectory())
+
+    def find(self, uri: str, table: str) -> str | None:
+        parquet, csv_file = f"{uri}/{table}.parquet", f"{uri}/{table}.csv"
+        if self.exists(csv_file):
+            if self.exists(parquet):
+                raise ContractError(
+                    f"both {table}.parquet and {table}.csv exist; keep one", file=parquet
+                )
+            raise ContractError(
+                "the Spark engine reads Parquet tables only: convert this CSV file to "
+                f"{table}.parquet, or load the dataset with the DuckDB engine",
+                file=csv_file,
+            )
+        return parquet if self.exists(parquet) else None
+
+    def read_raw(self, file: str, view: str) -> tuple[list[str], dict[str, str]]:
+        from pyspark.sql import functions as F
+
+        try:
+            frame = self.spark.read.parquet(file)
+            files = frame.inputFiles()
+        except Exception as exc:  # corrupt or unreadable file: fatal
+            raise _spark_read_error(file, exc) from exc
+        row_index = F.col("_metadata.row_index")
+        if len(files) <= 1:
+            raw = frame.select("*", (row_index + 1).alias("_row"))
+        else:  # part files in name order, rows in file order within each
+            paths = frame.select(F.col("_metadata.file_path").alias("_file")).distinct()
+            order = sorted(r[0] for r in paths.collect())
+            numbers = self.spark.createDataFrame(
+                list(enumerate(order)), "_file_no bigint, _file string"
+            )
+            raw = (
+                frame.select(
+                    "*", F.col("_metadata.file_path").alias("_file"), row_index.alias("_i")
+                )
+                .join(F.broadcast(numbers), "_file")
+                .select(
+                    *[F.col(f"`{c}`") for c in frame.columns],
+                    (F.col("_file_no") * ROW_FILE_STRIDE + F.col("_i") + 1).alias("_row"),
+                )
+            )
+        self.engine.put(view, raw)
+        types = {
+            f.name: _SPARK_TO_DUCKDB.get(f.dataType.simpleString(), f.dataType.simpleString())
+            for f in raw.schema.fields
+        }
+        types = {k: ("DECIMAL" if v.startswith("decimal") else v) for k, v in types.items()}
+        return list(raw.columns), types
+
+    def rows(self, sql: str, file: str) -> list[tuple]:
+        try:
+            return [tuple(r) for r in self.engine.sql(sql).collect()]
+        except Exception as exc:
+            raise _spark_read_error(file, exc) from exc
+
+    def write_quarantine(self, bad_sql: str | None, qdir: str, table: str) -> None:
+        target = f"{qdir}/{table}"
+        if bad_sql is not None:
+            self.engine.sql(bad_sql).write.mode("overwrite").parquet(target)
+        elif self.exists(target):  # a stale folder from an earlier run would mislead
+            fs, jpath = self._fs(target)
+            fs.delete(jpath, True)
+
+
+def _spark_read_error(file: str, exc: Exception) -> ContractError:
+    first = str(exc).strip().splitlines()
+    detail = " ".join(first[:2]) if first else type(exc).__name__
+    return ContractError(f"cannot read the file: {detail}", file=file)
 
 
 def _typed(column: Column, source_type: str, trim: bool = True) -> str:
@@ -326,28 +523,26 @@ def _clean_defaults(spec: TableSpec, present: set[str]) -> dict[str, str]:
 
 
 def _load_table(
-    con: duckdb.DuckDBPyConnection,
+    source: _Source,
     spec: TableSpec,
-    file: Path,
-    report: ValidationReport,
-    qdir: Path,
+    file: str,
+    qdir: str,
     write_quarantine: bool,
 ) -> TableReport:
-    raw = _read_raw(con, file)
-    source_types = dict(zip(raw.columns, [str(t) for t in raw.types], strict=True))
+    engine = source.engine
+    raw_view = f"raw_{spec.name}"
+    columns, source_types = source.read_raw(file, raw_view)
     for col in spec.required_columns:
         if col not in source_types:
             raise ContractError(
                 f"required column {col!r} of table {spec.name!r} is missing "
-                f"(columns found: {', '.join(c for c in raw.columns if c != '_row')})",
+                f"(columns found: {', '.join(c for c in columns if c != '_row')})",
                 file=file,
                 column=col,
             )
     present = {c.name for c in spec.columns if c.name in source_types}
-    raw_view = f"raw_{spec.name}"
-    raw.create_view(raw_view, replace=True)
 
-    trim = file.suffix == ".csv"  # text cells may carry stray spaces; typed Parquet may not
+    trim = file.endswith(".csv")  # text cells may carry stray spaces; typed Parquet may not
     typed = ", ".join(
         f"{_typed(c, source_types[c.name], trim)} AS {_q('t_' + c.name)}"
         for c in spec.columns
@@ -394,11 +589,11 @@ def _load_table(
             FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
         )
     """
-    con.execute(f"CREATE OR REPLACE VIEW annotated_{spec.name} AS {annotated_sql}")
+    engine.create_view(f"annotated_{spec.name}", annotated_sql)
 
     defaults = _clean_defaults(spec, present)
     contract_cols = [c.name for c in spec.columns]
-    extra_cols = [c for c in raw.columns if c not in contract_cols and c != "_row"]
+    extra_cols = [c for c in columns if c not in contract_cols and c != "_row"]
     select_clean = ", ".join(f"{expr} AS {_q(name)}" for name, expr in defaults.items())
     if extra_cols and spec.name == "accounts":  # static attributes are kept as they came
         select_clean += ", " + ", ".join(_q(c) for c in extra_cols)
@@ -406,24 +601,23 @@ def _load_table(
     # Small tables are materialized (they are joined against); events stay a view so the
     # raw scan happens inside the roll-up query, not once more here.
     if spec.name == "events":
-        con.execute(f"CREATE OR REPLACE VIEW events AS {clean_sql}")
+        engine.create_view("events", clean_sql)
     else:  # kept in file order, so frames read like the file
-        con.execute(f"CREATE OR REPLACE TABLE {spec.name} AS {clean_sql} ORDER BY _row")
+        engine.create_table(spec.name, f"{clean_sql} ORDER BY _row", temp=False)
 
     time_col = spec.time_column
     time_expr = (
-        f", min(t_{time_col}) FILTER (WHERE reason IS NULL),"
-        f" max(t_{time_col}) FILTER (WHERE reason IS NULL)"
+        f", min(t_{time_col}) FILTER (WHERE reason IS NULL) AS tmin,"
+        f" max(t_{time_col}) FILTER (WHERE reason IS NULL) AS tmax"
         if time_col
-        else ", NULL, NULL"
+        else ", NULL AS tmin, NULL AS tmax"
     )
-    try:  # the first full scan: this is where a malformed CSV line surfaces
-        stats = con.execute(
-            f"SELECT reason, count(*) {time_expr} FROM annotated_{spec.name} GROUP BY reason"
-        ).fetchall()
-    except duckdb.Error as exc:
-        raise _read_error(file, exc) from exc
-    tr = TableReport(table=spec.name, file=str(file))
+    # The first full scan: this is where a malformed CSV line surfaces.
+    stats = source.rows(
+        f"SELECT reason, count(*) AS n {time_expr} FROM annotated_{spec.name} GROUP BY reason",
+        file,
+    )
+    tr = TableReport(table=spec.name, file=file)
     times_min, times_max = [], []
     for reason, n, tmin, tmax in stats:
         tr.rows_read += n
@@ -436,27 +630,20 @@ def _load_table(
     tr.time_min = min((t for t in times_min if t is not None), default=None)
     tr.time_max = max((t for t in times_max if t is not None), default=None)
 
-    qfile = qdir / f"{spec.name}.parquet"
     if write_quarantine:
-        if tr.rows_quarantined:
-            qdir.mkdir(parents=True, exist_ok=True)
-            raw_cols = ", ".join(_q(c) for c in raw.columns if c != "_row")
-            bad = con.sql(
-                f"SELECT {raw_cols}, _row AS source_row, reason "
-                f"FROM annotated_{spec.name} WHERE reason IS NOT NULL ORDER BY _row"
-            )
-            tmp = qfile.with_suffix(".parquet.tmp")
-            bad.write_parquet(str(tmp))
-            tmp.replace(qfile)
-        elif qfile.exists():  # a stale file from an earlier run would mislead
-            qfile.unlink()
+        raw_cols = ", ".join(_q(c) for c in columns if c != "_row")
+        bad_sql = (
+            f"SELECT {raw_cols}, _row AS source_row, reason "
+            f"FROM annotated_{spec.name} WHERE reason IS NOT NULL ORDER BY _row"
+        )
+        source.write_quarantine(bad_sql if tr.rows_quarantined else None, qdir, spec.name)
     return tr
 
 
-def _create_empty(con: duckdb.DuckDBPyConnection, spec: TableSpec) -> None:
+def _create_empty(engine: Engine, spec: TableSpec) -> None:
     """An absent optional table is an empty table with the contract's columns."""
-    cols = ", ".join(f"{_q(c.name)} {_SQL_TYPE[c.kind]}" for c in spec.columns)
-    con.execute(f"CREATE OR REPLACE TABLE {spec.name} ({cols})")
+    cols = ", ".join(f"CAST(NULL AS {_SQL_TYPE[c.kind]}) AS {_q(c.name)}" for c in spec.columns)
+    engine.create_table(spec.name, f"SELECT {cols} WHERE false", temp=False)
 
 
 def remove_quarantine(path: Path) -> None:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import duckdb
 
+from features.engine import DuckDBEngine, Engine
+
 EXPANSION_KINDS = ("upgrade", "expansion")
 POST_UPSELL_CHURN_KINDS = ("churn", "downgrade", "contraction")
 CONTRACTION_KINDS = ("downgrade", "contraction")
@@ -45,6 +47,8 @@ WINDOW w AS (PARTITION BY s.account_id ORDER BY s.effective_at)
 """
 
 
-def create_subscription_changes(con: duckdb.DuckDBPyConnection) -> None:
-    """Materialize `subscription_changes` in the connection (idempotent)."""
-    con.execute(f"CREATE OR REPLACE TABLE subscription_changes AS {SUBSCRIPTION_CHANGES_SQL}")
+def create_subscription_changes(engine: Engine | duckdb.DuckDBPyConnection) -> None:
+    """Materialize `subscription_changes` on an engine or a DuckDB connection (idempotent)."""
+    if isinstance(engine, duckdb.DuckDBPyConnection):
+        engine = DuckDBEngine(engine)
+    engine.create_table("subscription_changes", SUBSCRIPTION_CHANGES_SQL, temp=False)

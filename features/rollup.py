@@ -12,25 +12,25 @@ yields both grains) and materializes compact tables that every feature reads ins
 - `subscription_changes` (see `features.derived`) and `plan_feature_counts`.
 
 Day numbers `d` are days since 1970-01-01, so windows are integer arithmetic on any engine.
+The statements are SELECTs that `features.engine` materializes on DuckDB or Spark.
 """
 
 from __future__ import annotations
 
 from features.dataset import Dataset
 from features.derived import create_subscription_changes
+from features.engine import Engine
 
 _DAY = "CAST(DATE_DIFF('day', DATE '1970-01-01', {col}) AS INTEGER)"
 
 ROLLUP_SQL = """
-CREATE OR REPLACE TEMP TABLE _rollup AS
-SELECT account_id, day, event, user_id, GROUPING(event, user_id) AS grain,
+SELECT account_id, day, event, user_id, GROUPING(user_id) AS grain,
     COUNT(*) AS n_events, SUM(quantity) AS quantity
 FROM (SELECT account_id, CAST("timestamp" AS DATE) AS day, event, user_id, quantity FROM events)
 GROUP BY GROUPING SETS ((account_id, day, event), (account_id, day, user_id))
 """
 
 ACTIVITY_DAY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE activity_day AS
 SELECT r.account_id, {_DAY.format(col="r.day")} AS d, r.day, r.event,
     COALESCE(c.feature, r.event) AS feature, c.workflow, COALESCE(c.power, false) AS power,
     c.min_tier, c.signal, c.quota_metric, r.n_events, r.quantity
@@ -40,19 +40,16 @@ WHERE r.grain = 1
 """
 
 USER_DAY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE user_day AS
 SELECT account_id, {_DAY.format(col="day")} AS d, user_id
 FROM _rollup
-WHERE grain = 2 AND user_id IS NOT NULL
+WHERE grain = 0 AND user_id IS NOT NULL
 """
 
 ACCOUNT_DAY_SQL = """
-CREATE OR REPLACE TEMP TABLE account_day AS
 SELECT DISTINCT account_id, d FROM activity_day
 """
 
 QUOTA_DAY_SQL = f"""
-CREATE OR REPLACE TEMP TABLE quota_day AS
 SELECT account_id, d, quota_metric AS metric,
     {_DAY.format(col="DATE_TRUNC('month', day)")} AS m,
     {_DAY.format(col="DATE_TRUNC('month', day) + INTERVAL 1 MONTH")} AS m_next,
@@ -63,12 +60,10 @@ GROUP BY account_id, d, quota_metric, day
 """
 
 FIRST_USE_SQL = """
-CREATE OR REPLACE TEMP TABLE first_use AS
 SELECT account_id, feature, MIN(d) AS first_d FROM activity_day GROUP BY account_id, feature
 """
 
 PLAN_FEATURE_COUNTS_SQL = """
-CREATE OR REPLACE TEMP TABLE plan_feature_counts AS
 SELECT p.tier, COUNT(DISTINCT c.feature) AS plan_feature_count
 FROM (SELECT DISTINCT tier FROM plans) p
 JOIN event_catalog c ON c.min_tier IS NULL OR c.min_tier <= p.tier
@@ -76,18 +71,30 @@ GROUP BY p.tier
 """
 
 
+# Name -> SELECT, in build order (each may read the ones before it).
+ROLLUPS = {
+    "activity_day": ACTIVITY_DAY_SQL,
+    "user_day": USER_DAY_SQL,
+    "account_day": ACCOUNT_DAY_SQL,
+    "quota_day": QUOTA_DAY_SQL,
+    "first_use": FIRST_USE_SQL,
+    "plan_feature_counts": PLAN_FEATURE_COUNTS_SQL,
+}
+
+
 def ensure_rollups(dataset: Dataset) -> None:
     """Build the roll-up tables once per loaded dataset (later calls are free)."""
-    con = dataset.con
-    exists = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'activity_day'"
-    ).fetchall()[0][0]
-    if exists:
+    build_rollups(dataset.engine)
+
+
+def build_rollups(engine: Engine) -> None:
+    """The roll-up tables on any engine (a no-op when they exist)."""
+    if engine.table_exists("activity_day"):
         return
-    create_subscription_changes(con)
-    con.execute(ROLLUP_SQL)
-    for sql in (ACTIVITY_DAY_SQL, USER_DAY_SQL):
-        con.execute(sql)
-    con.execute("DROP TABLE _rollup")
-    for sql in (ACCOUNT_DAY_SQL, QUOTA_DAY_SQL, FIRST_USE_SQL, PLAN_FEATURE_COUNTS_SQL):
-        con.execute(sql)
+    create_subscription_changes(engine)
+    # `grain` is GROUPING(user_id): 1 on the (account, day, event) rows, 0 on the user rows.
+    engine.create_table("_rollup", ROLLUP_SQL)
+    for name, sql in ROLLUPS.items():
+        engine.create_table(name, sql)
+        if name == "user_day":
+            engine.drop("_rollup")

@@ -47,7 +47,7 @@ def default_as_of(dataset: Dataset) -> date:
 
 def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:
     """Plan, status, owner, name and last (non-holdout) outreach of every account at as_of."""
-    return dataset.con.execute(
+    return dataset.engine.df(
         """
         WITH latest AS (
             SELECT account_id, plan_id, status,
@@ -66,7 +66,7 @@ def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:
         LEFT JOIN touched t ON t.account_id = a.account_id
         """,
         [pd.Timestamp(as_of).to_pydatetime(), pd.Timestamp(as_of).to_pydatetime()],
-    ).df()
+    )
 
 
 def build_snapshot(dataset: Dataset, as_of: date | str | None = None, progress=None) -> Snapshot:
