@@ -8,7 +8,7 @@ DEMO_DIR ?= data/demo
 DEMO_ACCOUNTS ?= 2000
 DEMO_MONTHS ?= 18
 
-.PHONY: help setup demo test test-all lint format bench serve clean chromium
+.PHONY: help setup demo test test-all lint format bench serve clean chromium pg java
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -24,15 +24,16 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 
 setup: $(VENV)/.installed ## Create .venv and install the package with dev tools
 
-demo: setup ## Simulate, validate, train, promote, snapshot and rank: the whole job, no server
+demo: setup ## Simulate, validate, train, promote, then score into the embedded SQLite CRM
 	$(BIN)/expansion simulate --accounts $(DEMO_ACCOUNTS) --months $(DEMO_MONTHS) --seed 42 --out $(DEMO_DIR)
 	$(BIN)/expansion validate $(DEMO_DIR)
 	$(BIN)/expansion train --data $(DEMO_DIR)
 	$(BIN)/expansion promote
 	$(BIN)/expansion snapshot --data $(DEMO_DIR)
-	$(BIN)/expansion rank --limit 10
+	$(BIN)/expansion score --data $(DEMO_DIR) --to sqlite:///models/crm.db --top 10
 
-test: setup chromium ## Run the default test suite (what CI runs)
+test: setup chromium java ## Run the default test suite (what CI runs)
+	scripts/start_postgres.sh install
 	$(BIN)/pytest -q
 
 test-all: setup ## Run every test, the slow ones too
@@ -54,6 +55,12 @@ serve: setup ## Start the scoring API (BentoML) on port 3000
 
 chromium: ## Headless Chromium for the report test (Debian package, installed if missing)
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+java: ## Java for local-mode Spark tests (Debian package, installed if missing)
+	@command -v java >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null; }
+
+pg: ## Start a local PostgreSQL in .pg/ and print its URL (for expansion score --to)
+	scripts/start_postgres.sh start .pg
 
 clean: ## Remove the venv, caches and generated data (keeps models/ registry)
 	rm -rf $(VENV) .pytest_cache .ruff_cache data build *.egg-info

@@ -74,7 +74,9 @@ def simulate(
     accounts: Annotated[int, typer.Option(help="Number of customer accounts.", min=1)] = 2000,
     months: Annotated[int, typer.Option(help="Months of history to simulate.", min=1)] = 18,
     seed: Annotated[int, typer.Option(help="Random seed; same seed, same files.")] = 42,
-    start: Annotated[str, typer.Option(help="First simulated day (YYYY-MM-DD).")] = "2024-01-01",
+    start: Annotated[
+        str, typer.Option(help="First simulated month (YYYY-MM-01); one warm-up month precedes it.")
+    ] = "2024-01-01",
     dirty: Annotated[
         bool, typer.Option(help="Inject known defects (for testing the quarantine).")
     ] = False,
@@ -116,13 +118,13 @@ def validate(
     print_validation(ds.report)
 
 
-def _load(data_dir: Path):
+def _load(data_dir: Path, engine: str = "duckdb", spark_master: str | None = None):
     """Load and validate a dataset for a job, printing what was quarantined."""
     from features.dataset import ContractError, load_dataset
 
     try:
         with console.status(f"validating {data_dir}"):
-            ds = load_dataset(data_dir)
+            ds = load_dataset(data_dir, engine=engine, spark_master=spark_master)
     except ContractError as exc:
         raise _fail(str(exc)) from exc
     if ds.report.total_quarantined:
@@ -155,13 +157,23 @@ def features(
             "Default: the day after the last event.",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(help="duckdb (embedded) or spark: the same feature SQL on Apache Spark."),
+    ] = "duckdb",
+    spark_master: Annotated[
+        str,
+        typer.Option(help="Spark master URL with --engine spark (local[*], spark://host:7077)."),
+    ] = "local[*]",
 ) -> None:
     """Write the point-in-time feature frame: one row per active account and as-of date."""
     import pandas as pd
 
     from features.build import build_feature_frame
 
-    ds = _load(data)
+    if engine not in ("duckdb", "spark"):
+        raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
+    ds = _load(data, engine=engine, spark_master=spark_master)
     dates = as_of or [
         (pd.Timestamp(ds.report.tables["events"].time_max) + pd.Timedelta(days=1)).date()
     ]
@@ -426,6 +438,76 @@ def print_ranked(top, title: str) -> None:
             "\n".join(x["text"] for x in r["reasons"]) or ", ".join(r["triggers"]),
         )
     console.print(table)
+
+
+@app.command()
+def score(
+    data: DataDir,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="sqlite:///FILE (default models/crm.db), postgresql://..., FILE.parquet|.csv, "
+            "hubspot:DIR or salesforce:DIR.",
+        ),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option(help="As-of date (default: the day after the last event).")
+    ] = None,
+    chunk_size: Annotated[
+        int, typer.Option(help="Accounts explained and written per chunk.", min=1)
+    ] = 50_000,
+    top: Annotated[int, typer.Option(help="Print this many top accounts afterwards.")] = 0,
+) -> None:
+    """Score every account and write the ranked list with reasons to a database, file or CRM."""
+    from features.settings import get_settings
+    from serving.batch import default_target, run_batch
+    from serving.registry import ModelContractError
+
+    settings = get_settings()
+    ds = _load(data)
+    target = to or default_target(settings)
+    with progress_bar("scoring") as bar:
+        tasks: dict[str, int] = {}
+
+        def note(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = bar.add_task(stage, total=total)
+            bar.update(tasks[stage], completed=done)
+
+        try:
+            summary = run_batch(
+                ds, settings, target, as_of=as_of, chunk_size=chunk_size, progress=note
+            )
+        except (ModelContractError, ValueError) as exc:
+            raise _fail(str(exc)) from exc
+    console.print(summary.to_table())
+    if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
+        _print_top_from_crm(target, top)
+
+
+def _print_top_from_crm(target: str, limit: int) -> None:
+    """Read back the top accounts from the CRM table, as a CSM tool would."""
+    import json
+
+    import pandas as pd
+    import sqlalchemy as sa
+
+    url = target.replace("postgresql://", "postgresql+psycopg://", 1)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        top = pd.read_sql(
+            sa.text(
+                "SELECT * FROM account_expansion_scores WHERE rank IS NOT NULL "
+                "ORDER BY rank LIMIT :n"
+            ),
+            conn,
+            params={"n": limit},
+        )
+    engine.dispose()
+    for col in ("reasons", "triggers"):  # JSON columns come back as text from SQLite
+        top[col] = top[col].map(lambda v: json.loads(v) if isinstance(v, str) else v)
+    print_ranked(top, title=f"Top {len(top)} accounts in {target}")
 
 
 @app.command()
