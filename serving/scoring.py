@@ -95,60 +95,68 @@ def next_steps(frame: pd.DataFrame, plans: pd.DataFrame) -> pd.DataFrame:
     prices = plans.assign(
         base_mrr=plans["base_mrr"].fillna(0.0), seat_mrr=plans["seat_mrr"].fillna(0.0)
     ).sort_values(["tier", "plan_id"])
-    by_plan = prices.set_index("plan_id")
-    tiers = prices.drop_duplicates("tier").set_index("tier")
-    seats = frame["seats"].fillna(0).clip(lower=0).to_numpy()
-    mrr = frame["mrr"].fillna(0).to_numpy()
-    plan_ids = frame["ctx_plan_id"].to_numpy() if "ctx_plan_id" in frame else None
-    tier = frame["plan_tier"].to_numpy()
+    tiers = prices.drop_duplicates("tier")
+    tier_values = tiers["tier"].to_numpy(dtype="float64")
+    seats = frame["seats"].fillna(0).clip(lower=0).to_numpy(dtype="float64")
+    mrr = frame["mrr"].fillna(0).to_numpy(dtype="float64")
+    tier = frame["plan_tier"].to_numpy(dtype="float64")
     pressing = (
         (frame["quota_util_max"].fillna(0) >= 0.85)
         | (frame["premium_trial_features_30d"].fillna(0) > 0)
         | (frame["paywall_hits_30d"].fillna(0) > 0)
     ).to_numpy()
-    higher = np.array(sorted(tiers.index))
-    out_step, out_gain, out_upgrade, out_seats = [], [], [], []
-    for i in range(len(frame)):
-        if plan_ids is not None and plan_ids[i] in by_plan.index:
-            seat_price = float(by_plan.at[plan_ids[i], "seat_mrr"])
-        else:
-            seat_price = float(tiers["seat_mrr"].get(tier[i], 0.0)) if tier[i] == tier[i] else 0.0
-        up = higher[higher > tier[i]] if tier[i] == tier[i] else np.array([])
-        if pressing[i] and len(up):
-            target = tiers.loc[up[0]]
-            gain = float(target["base_mrr"] + target["seat_mrr"] * max(seats[i], 1)) - mrr[i]
-            out_step.append(f"upgrade to {target['plan_id']}")
-            out_gain.append(max(gain, 0.0))
-            out_upgrade.append(1.0)
-            out_seats.append(0.0)
-            continue
-        in_use = frame["seats_in_use"].iat[i] if "seats_in_use" in frame else np.nan
-        added = frame["users_added_30d"].iat[i] if "users_added_30d" in frame else 0.0
-        need = (0 if np.isnan(in_use) else in_use) + (0 if np.isnan(added) else added) - seats[i]
-        add = float(max(1.0, math.ceil(need)))
-        out_step.append(f"add {add:.0f} seat{'s' if add != 1 else ''}")
-        out_gain.append(add * seat_price)
-        out_upgrade.append(0.0)
-        out_seats.append(add)
+
+    # The next tier up: the first listed tier above the current one (none at the top).
+    up_pos = np.searchsorted(tier_values, np.nan_to_num(tier, nan=np.inf), side="right")
+    has_up = up_pos < len(tiers)
+    up = tiers.iloc[np.minimum(up_pos, len(tiers) - 1)]
+    up_gain = up["base_mrr"].to_numpy() + up["seat_mrr"].to_numpy() * np.maximum(seats, 1) - mrr
+    upgrade = pressing & has_up
+
+    # Seat price of the current plan (by plan id when known, else by tier).
+    by_plan = prices.set_index("plan_id")["seat_mrr"]
+    by_tier = tiers.set_index("tier")["seat_mrr"]
+    seat_price = pd.Series(tier).map(by_tier).to_numpy(dtype="float64")
+    if "ctx_plan_id" in frame:
+        known = frame["ctx_plan_id"].map(by_plan).to_numpy(dtype="float64")
+        seat_price = np.where(np.isnan(known), seat_price, known)
+    seat_price = np.nan_to_num(seat_price)
+    in_use = frame["seats_in_use"].fillna(0).to_numpy() if "seats_in_use" in frame else 0.0
+    added = frame["users_added_30d"].fillna(0).to_numpy() if "users_added_30d" in frame else 0.0
+    add = np.maximum(1.0, np.ceil(in_use + added - seats))
+
+    names = up["plan_id"].astype(str).to_numpy()
+    step = np.where(
+        upgrade,
+        np.char.add("upgrade to ", names),
+        np.char.add(
+            np.char.add("add ", add.astype(int).astype(str)), np.where(add == 1, " seat", " seats")
+        ),
+    )
     return pd.DataFrame(
         {
-            "next_step": out_step,
-            "expected_uplift_mrr": out_gain,
-            "is_tier_upgrade": out_upgrade,
-            "expansion_seats_delta": out_seats,
+            "next_step": step,
+            "expected_uplift_mrr": np.where(upgrade, np.maximum(up_gain, 0.0), add * seat_price),
+            "is_tier_upgrade": upgrade.astype("float64"),
+            "expansion_seats_delta": np.where(upgrade, 0.0, add),
         },
         index=frame.index,
     )
 
 
-def prospective_inputs(frame: pd.DataFrame, steps: pd.DataFrame) -> pd.DataFrame:
-    """The post-upsell model's inputs for a step not yet taken: adoption is unknown (NaN)."""
+def prospective_inputs(frame: pd.DataFrame, steps: pd.DataFrame, metadata: dict) -> pd.DataFrame:
+    """The post-upsell model's inputs for a step not yet taken.
+
+    The step's kind and size come from `next_steps`; adoption after it (the model's recorded
+    `adoption_features`) is unknown, so NaN, as the model saw it in training, and the model's
+    `prospective_values` (e.g. `adoption_known = 0`) are set.
+    """
     return frame.assign(
         is_tier_upgrade=steps["is_tier_upgrade"],
         expansion_mrr_delta=steps["expected_uplift_mrr"],
         expansion_seats_delta=steps["expansion_seats_delta"],
-        new_tier_events_30d=np.nan,
-        new_tier_features_30d=np.nan,
+        **{name: np.nan for name in metadata.get("adoption_features", [])},
+        **metadata.get("prospective_values", {}),
     )
 
 
@@ -195,7 +203,9 @@ def score_frame(
     """Score every row of a feature frame (indexed by account_id); no explanations."""
     steps = next_steps(frame, plans)
     p_expand = models.propensity.predict_proba(frame)
-    p_churn = models.post_upsell.predict_proba(prospective_inputs(frame, steps))
+    p_churn = models.post_upsell.predict_proba(
+        prospective_inputs(frame, steps, models.post_upsell.contract.metadata)
+    )
     as_of = pd.to_datetime(frame["as_of"])
     net = p_expand * steps["expected_uplift_mrr"].to_numpy() * (1 - p_churn)
     out = pd.DataFrame(
@@ -272,6 +282,9 @@ LABELS = {
     "invites_30d": "Invites in 30 days",
     "premium_trial_features_30d": "Premium features tried in 30 days",
     "paywall_hits_30d": "Paywall hits in 30 days",
+    "mrr": "MRR",
+    "plan_feature_share_30d": "Share of the plan's features used (30 days)",
+    "plan_features_used_30d": "Plan features used (30 days)",
 }
 
 

@@ -406,7 +406,11 @@ def explain_account(state: ServingState, account_id: str, top: int) -> ExplainRe
         PROPENSITY_MODEL: (state.models.propensity, row, account["p_expand"]),
         POST_UPSELL_MODEL: (
             state.models.post_upsell,
-            prospective_inputs(row, next_steps(row, state.snapshot.plans)),
+            prospective_inputs(
+                row,
+                next_steps(row, state.snapshot.plans),
+                state.models.post_upsell.contract.metadata,
+            ),
             account["p_post_upsell_churn"],
         ),
     }

@@ -20,7 +20,7 @@ from training.pipeline import TrainingResult, train_models
 from training.simulator import SimulationConfig, simulate
 from training.tracking import promote
 
-SIM = SimulationConfig(accounts=600, months=15, seed=7)
+SIM = SimulationConfig(accounts=1500, months=15, seed=7)
 
 
 @dataclass
@@ -33,7 +33,7 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def sim_data(tmp_path_factory) -> Path:
-    """A small simulated dataset (600 accounts x 15 months)."""
+    """A small simulated dataset (1,500 accounts x 15 months)."""
     out = tmp_path_factory.mktemp("sim") / "data"
     simulate(SIM, out)
     return out

@@ -84,7 +84,7 @@ def served(trained, tmp_path_factory) -> Iterator[Served]:
         process = start_server(settings, port=port, reload=RELOAD_SECONDS, output=out)
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_until_ready(url, process, timeout=120)
+        wait_until_ready(url, process, timeout=240)  # generous: CI shares 2 cores
         snapshot = read_snapshot(models_dir / "snapshot")
         models = Models.load(trained.settings, snapshot.feature_names)
         yield Served(url, settings, process, log, models, snapshot)

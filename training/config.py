@@ -43,7 +43,9 @@ class SplitConfig(_Frozen):
 class PostUpsellConfig(_Frozen):
     """The post-upsell churn model: small data, strong regularization."""
 
-    min_positives: int = Field(40, description="Fewer positives: logistic regression instead.")
+    min_positives: int = Field(
+        60, description="Fewer positive expansions: logistic regression only, no LightGBM."
+    )
     validation_share: float = 0.2
     test_share: float = 0.25
     lightgbm: LightGBMParams = LightGBMParams(
@@ -55,6 +57,27 @@ class PostUpsellConfig(_Frozen):
         n_estimators=400,
     )
     logistic_c: float = 0.1
+    features: tuple[str, ...] = Field(
+        (
+            "plan_tier",
+            "mrr",
+            "tenure_days",
+            "seats",
+            "seat_utilization",
+            "quota_util_max",
+            "distinct_features_30d",
+            "active_days_30d",
+            "stickiness_30d",
+            "active_users_trend_30d",
+            "events_trend_30d",
+            "days_since_last_event",
+            "past_contractions",
+            "support_signals_30d",
+            "users_added_30d",
+        ),
+        description="Pre-expansion features of the churn model (a few hundred rows cannot "
+        "carry the whole registry); the expansion's kind, size and adoption are added.",
+    )
 
 
 class TrainingConfig(_Frozen):

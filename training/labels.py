@@ -4,22 +4,31 @@
   or trialing at t, the features as of t and the label "an upgrade or expansion in
   [t, t + horizon)". Dates whose label window runs past the end of the data are censored.
 - Post-upsell churn: one row per expansion at time e, with the features just before it (as of
-  the day of e), the early adoption of the new tier's features in [e, e + 30 days), and the
+  the day of e), the early adoption in [e, e + 30 days) (the new tier's features for an upgrade,
+  new users for added seats), and the
   label "churn, or a downgrade or contraction below the pre-expansion mrr, in (e, e + 90 days]".
   Expansions with less than 90 days of follow-up are censored and left out.
+
+The SQL runs on the dataset's engine (DuckDB, or Spark: see `features.engine`);
+`training_sets(path, engine="spark", spark_master=...)` builds both sets on either.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from features.build import build_feature_frame, to_as_of
-from features.dataset import Dataset
+from features.dataset import Dataset, load_dataset
 from features.derived import EXPANSION_KINDS
 from features.rollup import ensure_rollups
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 PROPENSITY_LABEL = "expanded"
 POST_UPSELL_LABEL = "churned_after_upsell"
@@ -29,9 +38,18 @@ ADOPTION_FEATURES = (
     "expansion_seats_delta",
     "new_tier_events_30d",
     "new_tier_features_30d",
+    "new_users_30d",
+    "adopted_30d",
 )
-# Adoption is observed only after an expansion; a prospective score leaves it unknown.
-ADOPTION_AFTER_EXPANSION = ("new_tier_events_30d", "new_tier_features_30d")
+# Adoption is observed only after an expansion; a prospective score leaves it unknown. For an
+# upgrade it is use of the features the new tier unlocked, for added seats the users that fill
+# them, both in the first 30 days.
+ADOPTION_AFTER_EXPANSION = (
+    "new_tier_events_30d",
+    "new_tier_features_30d",
+    "new_users_30d",
+    "adopted_30d",
+)
 
 
 @dataclass(frozen=True)
@@ -92,18 +110,18 @@ def expansion_labels(
     dates = pd.DataFrame({"as_of": pd.to_datetime([to_as_of(d) for d in as_of_dates])})
     dates["as_of"] = dates["as_of"].astype("datetime64[us]")
     dates["until"] = dates["as_of"] + pd.Timedelta(days=horizon_days)
-    con = dataset.con
-    con.register("label_dates", dates)
+    engine = dataset.engine
+    engine.register("label_dates", dates)
     kinds = ", ".join(f"'{k}'" for k in EXPANSION_KINDS)
-    labels = con.execute(f"""
+    labels = engine.df(f"""
         SELECT d.as_of, c.account_id, 1 AS expanded
         FROM label_dates d
         JOIN subscription_changes c
             ON c.effective_at >= d.as_of AND c.effective_at < d.until
         WHERE c.change_kind IN ({kinds})
         GROUP BY d.as_of, c.account_id
-    """).df()
-    con.unregister("label_dates")
+    """)
+    engine.unregister("label_dates")
     return labels
 
 
@@ -130,7 +148,7 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
     ensure_rollups(dataset)
     end = data_end(dataset)
     kinds = ", ".join(f"'{k}'" for k in EXPANSION_KINDS)
-    return dataset.con.execute(
+    return dataset.engine.df(
         f"""
         WITH exp AS (
             SELECT account_id, effective_at AS expanded_at, change_kind, tier, prev_tier,
@@ -146,7 +164,7 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
             FROM exp e
             JOIN subscription_changes c ON c.account_id = e.account_id
                 AND c.effective_at > e.expanded_at
-                AND c.effective_at <= e.expanded_at + INTERVAL ({windows.post_upsell_days}) DAY
+                AND c.effective_at <= e.expanded_at + INTERVAL {windows.post_upsell_days:d} DAY
             GROUP BY e.account_id, e.expanded_at
         ),
         adoption AS (
@@ -156,8 +174,16 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
             FROM exp e
             JOIN activity_day a ON a.account_id = e.account_id
                 AND a.day >= CAST(e.expanded_at AS DATE)
-                AND a.day < CAST(e.expanded_at AS DATE) + INTERVAL ({windows.adoption_days}) DAY
+                AND a.day < CAST(e.expanded_at AS DATE) + INTERVAL {windows.adoption_days:d} DAY
                 AND a.min_tier > e.prev_tier AND a.min_tier <= e.tier
+            GROUP BY e.account_id, e.expanded_at
+        ),
+        new_users AS (
+            SELECT e.account_id, e.expanded_at, COUNT(*) AS new_users_30d
+            FROM exp e
+            JOIN users u ON u.account_id = e.account_id
+                AND u.created_at >= e.expanded_at
+                AND u.created_at < e.expanded_at + INTERVAL {windows.adoption_days:d} DAY
             GROUP BY e.account_id, e.expanded_at
         )
         SELECT e.account_id, e.expanded_at, e.change_kind,
@@ -166,15 +192,21 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
             CAST(e.seats - e.prev_seats AS DOUBLE) AS expansion_seats_delta,
             CAST(COALESCE(ad.new_tier_events_30d, 0) AS DOUBLE) AS new_tier_events_30d,
             CAST(COALESCE(ad.new_tier_features_30d, 0) AS DOUBLE) AS new_tier_features_30d,
+            CAST(COALESCE(nu.new_users_30d, 0) AS DOUBLE) AS new_users_30d,
+            CASE WHEN e.change_kind = 'upgrade'
+                THEN CAST(COALESCE(ad.new_tier_features_30d, 0) > 0 AS DOUBLE)
+                ELSE CAST(COALESCE(nu.new_users_30d, 0) > 0 AS DOUBLE) END AS adopted_30d,
             COALESCE(o.churned, 0) AS {POST_UPSELL_LABEL},
-            e.expanded_at + INTERVAL ({windows.post_upsell_days}) DAY > ? AS censored
+            e.expanded_at + INTERVAL {windows.post_upsell_days:d} DAY > ? AS censored
         FROM exp e
         LEFT JOIN outcome o ON o.account_id = e.account_id AND o.expanded_at = e.expanded_at
         LEFT JOIN adoption ad ON ad.account_id = e.account_id AND ad.expanded_at = e.expanded_at
+        LEFT JOIN new_users nu
+            ON nu.account_id = e.account_id AND nu.expanded_at = e.expanded_at
         ORDER BY e.expanded_at, e.account_id
         """,
         [end.to_pydatetime()],
-    ).df()
+    )
 
 
 def post_upsell_training_set(
@@ -192,3 +224,30 @@ def post_upsell_training_set(
     out = events.merge(feats, on=["as_of", "account_id"], how="inner")
     out[POST_UPSELL_LABEL] = out[POST_UPSELL_LABEL].astype("int64")
     return out.drop(columns=["censored"]).reset_index(drop=True)
+
+
+def training_sets(
+    data: str | Path | Dataset,
+    *,
+    engine: str = "duckdb",
+    spark_master: str | None = None,
+    spark: SparkSession | None = None,
+    cadence: str = "monthly",
+    windows: LabelWindows = LabelWindows(),
+    progress=None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Both training sets (propensity, post-upsell) of a dataset, on DuckDB or Spark.
+
+    `data` is a loaded dataset (its engine is used) or a dataset location, loaded here with
+    `engine` (`duckdb`, or `spark` on `spark` / a session started on `spark_master`).
+    """
+    if isinstance(data, Dataset):
+        dataset = data
+    else:
+        dataset = load_dataset(
+            data, engine=engine, spark=spark, spark_master=spark_master, write_quarantine=False
+        )
+    dates = observation_dates(dataset, cadence, horizon_days=windows.horizon_days)
+    propensity = propensity_training_set(dataset, dates, windows, progress=progress)
+    post_upsell = post_upsell_training_set(dataset, windows, progress=progress)
+    return propensity, post_upsell

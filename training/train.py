@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 
 from features.build import feature_spec
 from features.dataset import Dataset
@@ -239,7 +240,11 @@ def train_propensity(
             "horizon_days": config.horizon_days,
             "data_fingerprint": fingerprint(train),
             "dataset": str(dataset.path),
-            "training_feature_sample": _feature_sample(train, spec.names, config.seed),
+            # Drift is measured against the latest training date: features such as tenure grow
+            # with time, so a sample across all dates would flag every later batch.
+            "training_feature_sample": _feature_sample(
+                train[train["as_of"] == train["as_of"].max()], spec.names, config.seed
+            ),
         }
     )
     plots = {
@@ -321,7 +326,10 @@ def train_post_upsell(
     if len(frame) < 30:
         raise ValueError(f"only {len(frame)} uncensored expansions: too few to train on")
     spec = feature_spec(dataset)
-    names = spec.names + list(ADOPTION_FEATURES)
+    missing = [f for f in pc.features if f not in spec.names]
+    if missing:
+        raise ValueError(f"post_upsell.features not built for this dataset: {missing}")
+    names = [*pc.features, *ADOPTION_FEATURES, "adoption_known"]
     frame = frame.sort_values(["expanded_at", "account_id"]).reset_index(drop=True)
     t = frame["expanded_at"]
     gap = pd.Timedelta(days=config.post_upsell_days)
@@ -345,23 +353,36 @@ def train_post_upsell(
     contract = ModelContract(
         name=POST_UPSELL_MODEL,
         features=names,
-        categorical=_categorical_levels(train, spec.categorical),
+        categorical=_categorical_levels(train, [c for c in spec.categorical if c in names]),
         feature_set_version=FEATURE_SET_VERSION,
         kind="lightgbm",
     )
-    positives = int(y_tr.sum())
+    positives = int(y_tr.sum()) // 2  # every expansion appears twice (adoption known/unknown)
+    linear = ScoringModel(
+        contract, linear=fit_linear(train, y_tr, contract, pc.logistic_c, config.seed)
+    )
+    model = linear
     if positives >= pc.min_positives and y_va.sum() > 0:
         booster = fit_lightgbm(contract, train, y_tr, valid, y_va, pc.lightgbm, config.seed)
-        model = ScoringModel(contract, booster=booster)
+        boosted = ScoringModel(contract, booster=booster)
+        # Small data: keep the boosted trees only if they beat the logistic model on validation.
+        losses = {
+            kind: float(log_loss(y_va, 1 / (1 + np.exp(-m.margin(valid))), labels=[0, 1]))
+            for kind, m in (("lightgbm", boosted), ("logistic", linear))
+        }
+        if losses["lightgbm"] <= losses["logistic"]:
+            model = boosted
+        else:
+            notes.append(
+                f"logistic regression: validation log loss {losses['logistic']:.4f} beat "
+                f"LightGBM's {losses['lightgbm']:.4f}"
+            )
     else:
-        contract.kind = "logistic"
-        model = ScoringModel(
-            contract, linear=fit_linear(train, y_tr, contract, pc.logistic_c, config.seed)
-        )
         notes.append(
             f"logistic regression: only {positives} positives in training "
             f"(LightGBM needs {pc.min_positives})"
         )
+    contract.kind = "lightgbm" if model.booster is not None else "logistic"
     method, calibrator, cal_scores = choose_calibrator(
         model.margin(valid), y_va, config.calibration, config.seed
     )
@@ -382,7 +403,7 @@ def train_post_upsell(
         "rows_train": float(len(train) // 2),
         "rows_validation": float(len(valid) // 2),
         "rows_test": float(len(prospective)),
-        "positives_train": float(positives // 2),
+        "positives_train": float(positives),
         "positive_rate_test": float(y_pro.mean()) if len(y_pro) else float("nan"),
         "uses_logistic_fallback": float(contract.kind == "logistic"),
     }
@@ -390,11 +411,13 @@ def train_post_upsell(
         contract, linear=fit_linear(train, y_tr, contract, config.baseline_logistic_c, config.seed)
     )
     metrics.update(ranking_metrics(y_pro, baseline.margin(prospective), "logreg_"))
+    # The simulator's true churn probability knows the realized adoption, so the oracle is
+    # compared with the model on the rows where adoption is observed too.
     metrics.update(
         _oracle_metrics(
             dataset,
-            prospective.assign(expanded_at=prospective["expanded_at"]),
-            p_pro,
+            observed,
+            p_obs,
             "expanded_at",
             "p_churn_90d",
             "post_upsell_probability.parquet",
@@ -409,7 +432,10 @@ def train_post_upsell(
             "data_fingerprint": fingerprint(train[[*names, POST_UPSELL_LABEL]]),
             "dataset": str(dataset.path),
             "adoption_features": list(ADOPTION_AFTER_EXPANSION),
-            "extra_features": list(ADOPTION_FEATURES),
+            "extra_features": [*ADOPTION_FEATURES, "adoption_known"],
+            # what a prospective score (before the upsell) feeds for the non-feature inputs
+            "prospective_values": {"adoption_known": 0.0},
+            "registry_subset": True,
             "notes": notes,
         }
     )
