@@ -57,8 +57,11 @@ def reference_row(acc, t, events, catalog, subs, plans, limits, users, accounts)
     for metric, row in plan_limits.iterrows():
         q30 = quota[quota.quota_metric == metric].quantity.sum()
         out[f"quota_util_30d__{metric_slug(metric)}"] = q30 / row.monthly_limit
-        lm = full[(full.quota_metric == metric) & (full.timestamp >= last_month)
-                  & (full.timestamp < month_start)].quantity.sum()
+        lm = full[
+            (full.quota_metric == metric)
+            & (full.timestamp >= last_month)
+            & (full.timestamp < month_start)
+        ].quantity.sum()
         out[f"quota_util_last_month__{metric_slug(metric)}"] = lm / row.monthly_limit
     return out
 
@@ -78,11 +81,11 @@ def test_fast_builder_equals_slow_reference(sim_data):
     for t in DATES:
         ids = fast.loc[t].index.to_numpy()
         for acc in rng.choice(ids, size=min(15, len(ids)), replace=False):
-            expected = reference_row(acc, t, events, catalog, subs, plans, limits, users,
-                                     accounts)
+            expected = reference_row(acc, t, events, catalog, subs, plans, limits, users, accounts)
             got = fast.loc[(t, acc)]
             for name, value in expected.items():
                 assert got[name] == pytest.approx(value, nan_ok=True, rel=1e-9, abs=1e-9), (
-                    f"{name} for {acc} at {t.date()}: fast {got[name]} != reference {value}")
+                    f"{name} for {acc} at {t.date()}: fast {got[name]} != reference {value}"
+                )
                 checked += 1
     assert checked > 500
