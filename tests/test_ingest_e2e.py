@@ -89,3 +89,20 @@ def test_a_second_import_without_merge_is_refused_and_changes_nothing(tmp_path):
     with pytest.raises(IngestError, match="merge"):
         run_import("stripe", [_write_objects(tmp_path / "more", objects)], folder)
     assert {p.name: p.read_bytes() for p in folder.glob("*.parquet")} == before
+
+
+def test_features_run_on_an_imported_segment_and_stripe_dataset(tmp_path):
+    """No catalog, no limits, vendor event names: features still build, without invention."""
+    from features.build import build_features
+
+    folder, _ = build_segment_stripe_dataset(tmp_path / "ds")
+    dataset = load_dataset(folder)
+    as_of = (pd.Timestamp(dataset.report.tables["events"].time_max) - pd.Timedelta(days=30)).date()
+    frame = build_features(dataset, as_of)
+    assert len(frame) > 0
+    assert frame["account_id"].is_unique
+    assert (frame["events_90d"] > 0).any() and (frame["distinct_features_90d"] > 0).any()
+    assert frame["mrr"].notna().all() and frame["plan_tier"].notna().all()
+    # No event catalog or plan limits in these exports: their features are empty, not zero.
+    assert frame["power_events_30d"].isna().all()
+    assert frame["quota_util_max"].isna().all()
