@@ -77,7 +77,12 @@ def served(trained, tmp_path_factory) -> Iterator[Served]:
     root = tmp_path_factory.mktemp("served")
     models_dir = root / "models"
     shutil.copytree(trained.settings.models_dir, models_dir)
-    settings = Settings(models_dir=models_dir, api_keys=f"{KEY},{OTHER_KEY}", auth_enabled=True)
+    settings = Settings(
+        models_dir=models_dir,
+        tracking_uri=None,  # the copied store, whatever an earlier test left in MLFLOW_TRACKING_URI
+        api_keys=f"{KEY},{OTHER_KEY}",
+        auth_enabled=True,
+    )
     port = _free_port()
     log = root / "server.log"
     with log.open("w") as out:
