@@ -8,7 +8,7 @@ DEMO_DIR ?= data/demo
 DEMO_ACCOUNTS ?= 2000
 DEMO_MONTHS ?= 18
 
-.PHONY: help setup demo test test-all lint format bench serve clean chromium pg java
+.PHONY: help setup demo test test-all lint format bench serve clean chromium pg java bench-spark
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ format: setup ## Apply ruff fixes and formatting
 
 bench: setup ## Benchmarks, printed as ratios against references measured in the same run
 	$(BIN)/python -m training.bench
+
+bench-spark: setup java ## Spark local[2] vs DuckDB: training sets and a 100k-account batch
+	$(BIN)/python -m training.bench_spark
 
 serve: setup ## Start the scoring API (BentoML) on port 3000
 	$(BIN)/expansion serve

@@ -458,6 +458,16 @@ def score(
         int, typer.Option(help="Accounts explained and written per chunk.", min=1)
     ] = 50_000,
     top: Annotated[int, typer.Option(help="Print this many top accounts afterwards.")] = 0,
+    engine: Annotated[
+        str, typer.Option(help="duckdb (embedded) or spark (features and scores on Spark).")
+    ] = "duckdb",
+    spark_master: Annotated[
+        str, typer.Option(help="Spark master URL with --engine spark.")
+    ] = "local[*]",
+    spark_out: Annotated[
+        str | None,
+        typer.Option(help="With --engine spark: Parquet folder (any Spark URI) for the scores."),
+    ] = None,
 ) -> None:
     """Score every account and write the ranked list with reasons to a database, file or CRM."""
     from features.settings import get_settings
@@ -465,8 +475,15 @@ def score(
     from serving.registry import ModelContractError
 
     settings = get_settings()
-    ds = _load(data)
+    if engine not in ("duckdb", "spark"):
+        raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
     target = to or default_target(settings)
+    if engine == "spark":
+        _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spark_out)
+        if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
+            _print_top_from_crm(target, top)
+        return
+    ds = _load(data)
     with progress_bar("scoring") as bar:
         tasks: dict[str, int] = {}
 
@@ -484,6 +501,27 @@ def score(
     console.print(summary.to_table())
     if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
         _print_top_from_crm(target, top)
+
+
+def _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spark_out) -> None:
+    """Features and scores on Spark (the same SQL and scoring core), then the rows are
+    written as Parquet and streamed from the driver to the target in chunks."""
+    from serving.registry import ModelContractError
+    from serving.snapshot import build_snapshot
+    from serving.spark_batch import score_on_spark, write_to_target
+
+    ds = _load(data, engine="spark", spark_master=spark_master)
+    spark = ds.engine.spark
+    out = spark_out or str((settings.models_dir / "spark_scores").resolve())
+    try:
+        with console.status("features and scores on Spark"):
+            result = score_on_spark(spark, build_snapshot(ds, as_of), settings, out)
+        with console.status(f"writing to {target}"):
+            summary = write_to_target(spark, result, target, chunk_size=chunk_size)
+    except (ModelContractError, ValueError) as exc:
+        raise _fail(str(exc)) from exc
+    console.print(summary.to_table())
+    console.print(f"Scores as Parquet in {result.path}")
 
 
 def _print_top_from_crm(target: str, limit: int) -> None:
