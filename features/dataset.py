@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import re
-import shutil
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -644,8 +643,3 @@ def _create_empty(engine: Engine, spec: TableSpec) -> None:
     """An absent optional table is an empty table with the contract's columns."""
     cols = ", ".join(f"CAST(NULL AS {_SQL_TYPE[c.kind]}) AS {_q(c.name)}" for c in spec.columns)
     engine.create_table(spec.name, f"SELECT {cols} WHERE false", temp=False)
-
-
-def remove_quarantine(path: Path) -> None:
-    """Delete a dataset's quarantine folder (used by `expansion clean`-style tooling)."""
-    shutil.rmtree(path / QUARANTINE_DIR, ignore_errors=True)

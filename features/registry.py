@@ -499,5 +499,3 @@ def feature_names(metrics: list[str]) -> list[str]:
 
 
 CATEGORICAL = tuple(f.name for f in FEATURES if f.dtype == "category")
-# Intermediate columns a derived feature reads that are not features themselves.
-HELPER_COLUMNS = ("t", "plan_feature_count", "last_event_day", "price_floor")

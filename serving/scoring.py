@@ -11,7 +11,6 @@ computed only for the rows a caller returns.
 
 from __future__ import annotations
 
-import functools
 import math
 import re
 from dataclasses import dataclass, field
@@ -288,13 +287,12 @@ LABELS = {
 }
 
 
-@functools.lru_cache(maxsize=4096)
+_FAMILIES = {f.name: f.family for f in feature_list([])}
+
+
 def _family(name: str) -> str:
     """The business family of a feature, so reasons do not repeat one signal three times."""
-    for f in feature_list([]):
-        if f.name == name:
-            return f.family
-    return "quota" if name.startswith("quota_") else name
+    return _FAMILIES.get(name, "quota" if name.startswith("quota_") else name)
 
 
 def humanize(name: str) -> str:

@@ -531,8 +531,9 @@ def _print_top_from_crm(target: str, limit: int) -> None:
     import pandas as pd
     import sqlalchemy as sa
 
-    url = target.replace("postgresql://", "postgresql+psycopg://", 1)
-    engine = sa.create_engine(url)
+    from serving.sinks import create_database_engine
+
+    engine = create_database_engine(target)  # the batch job's own URL handling
     with engine.connect() as conn:
         top = pd.read_sql(
             sa.text(

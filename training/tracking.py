@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
-from serving.model import PyfuncScoringModel, ScoringModel
+from serving.model import PyfuncScoringModel
 from serving.registry import configure_mlflow, load_scoring_model
 from training.evaluate import probability_metrics, ranking_metrics
 from training.train import FittedModel
@@ -59,14 +59,15 @@ def log_and_register(
     model = fitted.model
     contract = model.contract
     exp = experiment_id(settings)
+    commit = git_commit()
     with mlflow.start_run(experiment_id=exp, run_name=f"{contract.name}-{training_id}") as run:
-        mlflow.log_params({k: v for k, v in fitted.params.items()})
+        mlflow.log_params(dict(fitted.params))
         mlflow.log_metrics({k: float(v) for k, v in fitted.metrics.items() if np.isfinite(v)})
         mlflow.set_tags(
             {
                 "model_name": contract.name,
                 "training_id": training_id,
-                "git_commit": git_commit(),
+                "git_commit": commit,
                 "feature_set_version": contract.feature_set_version,
                 "data_fingerprint": contract.metadata.get("data_fingerprint", ""),
                 "model_kind": contract.kind,
@@ -74,7 +75,7 @@ def log_and_register(
             }
         )
         contract.metadata.update(
-            {"git_commit": git_commit(), "run_id": run.info.run_id, "metrics": fitted.metrics}
+            {"git_commit": commit, "run_id": run.info.run_id, "metrics": fitted.metrics}
         )
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
@@ -226,7 +227,3 @@ def compare_runs(settings: Settings, limit: int = 10, model_name: str | None = N
     runs["version"] = runs["run_id"].map(lambda r: versions.get(r, ("", ""))[0])
     runs["aliases"] = runs["run_id"].map(lambda r: versions.get(r, ("", ""))[1])
     return runs
-
-
-def scoring_model(settings: Settings, name: str, alias: str = "champion") -> ScoringModel:
-    return load_scoring_model(settings, name, alias=alias)[0]
