@@ -47,11 +47,20 @@ WINDOWS = {"7d": (7, 0), "14d": (14, 0), "30d": (30, 0), "prev30d": (60, 30), "9
 WINDOWED = {
     "activity": (
         "activity_day",
-        ("account_id", "event", "feature", "workflow", "power", "min_tier", "signal"),
+        ("account_id", "event"),
         "a.n_events",
         ("7d", "14d", "30d", "prev30d", "90d"),
     ),
     "users": ("user_day", ("account_id", "user_id"), "1", ("7d", "30d", "prev30d")),
+}
+# Attributes joined onto a windowed source after its sums (they are functions of its keys,
+# so grouping by them too would only make the hash keys wider).
+WINDOWED_ATTRIBUTES = {
+    "activity": (
+        "event_meta",
+        ("event",),
+        ("feature", "workflow", "power", "min_tier", "signal"),
+    ),
 }
 
 # Other sources: where their rows come from and which of them fall in an as-of date's reach.
@@ -246,13 +255,22 @@ def _windowed_sql(source: str) -> str:
         for w in windows
     )
     group = ", ".join(f"a.{k}" for k in keys)
-    return f"""
+    sql = f"""
     SELECT dt.as_of, {group},
         {sums}
     FROM {table} a
     JOIN fs_state s ON s.account_id = a.account_id
     JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t
     GROUP BY dt.as_of, {group}
+    """
+    if source not in WINDOWED_ATTRIBUTES:
+        return sql
+    attr_table, on, attrs = WINDOWED_ATTRIBUTES[source]
+    join = " AND ".join(f"m.{k} = w.{k}" for k in on)
+    return f"""
+    SELECT w.*, {", ".join(f"m.{c}" for c in attrs)}
+    FROM ({sql}) w
+    JOIN {attr_table} m ON {join}
     """
 
 

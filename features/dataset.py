@@ -283,6 +283,10 @@ class _Source(Protocol):
 
     def rows(self, sql: str, file: str) -> list[tuple]: ...
 
+    def materialize(self, name: str, sql: str, file: str) -> None:
+        """A table from a query that reads `file` (read errors name the file)."""
+        ...
+
     def write_quarantine(self, bad_sql: str | None, qdir: str, table: str) -> None: ...
 
 
@@ -305,6 +309,12 @@ class _DuckDBSource:
     def rows(self, sql: str, file: str) -> list[tuple]:
         try:
             return self.con.execute(sql).fetchall()
+        except duckdb.Error as exc:
+            raise _read_error(Path(file), exc) from exc
+
+    def materialize(self, name: str, sql: str, file: str) -> None:
+        try:
+            self.engine.create_table(name, sql)
         except duckdb.Error as exc:
             raise _read_error(Path(file), exc) from exc
 
@@ -407,6 +417,12 @@ class _SparkSource:
     def rows(self, sql: str, file: str) -> list[tuple]:
         try:
             return [tuple(r) for r in self.engine.sql(sql).collect()]
+        except Exception as exc:
+            raise _spark_read_error(file, exc) from exc
+
+    def materialize(self, name: str, sql: str, file: str) -> None:
+        try:
+            self.engine.create_table(name, sql)
         except Exception as exc:
             raise _spark_read_error(file, exc) from exc
 
@@ -569,25 +585,31 @@ def _load_table(
     ]
     case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)
     row_reason = f"CASE {case} END" if case else "CAST(NULL AS VARCHAR)"
+    ruled_sql = f"""
+        SELECT r.*, {row_reason} AS _reason0
+        FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
+    """
+    engine.create_view(f"ruled_{spec.name}", ruled_sql)
     key_cols = [k for k in spec.key if k in present]
     if key_cols and len(key_cols) == len(spec.key):
-        # Duplicate keys among otherwise valid rows: keep the first in file order.
-        partition = ", ".join(_q("t_" + k) for k in key_cols)
-        dup = (
-            f"CASE WHEN _reason0 IS NULL AND row_number() OVER "
-            f"(PARTITION BY _reason0 IS NULL, {partition} ORDER BY _row) > 1 "
-            f"THEN '{Reason.duplicate(spec.key)}' END"
+        # Duplicate keys among otherwise valid rows: keep the first in file order. The keys
+        # seen twice are found with one hash aggregate (duplicates are rare), so the later
+        # scans only probe that small table instead of sorting every row by key.
+        keys = ", ".join(_q("t_" + k) for k in key_cols)
+        source.materialize(
+            f"dups_{spec.name}",
+            f"SELECT {keys}, MIN(_row) AS _first_row FROM ruled_{spec.name} "
+            f"WHERE _reason0 IS NULL GROUP BY {keys} HAVING COUNT(*) > 1",
+            file,
         )
+        on = " AND ".join(f"d.{_q('t_' + k)} = r.{_q('t_' + k)}" for k in key_cols)
+        annotated_sql = f"""
+        SELECT r.*, COALESCE(r._reason0, CASE WHEN r._row > d._first_row
+            THEN '{Reason.duplicate(spec.key)}' END) AS reason
+        FROM ruled_{spec.name} r LEFT JOIN dups_{spec.name} d ON {on}
+        """
     else:
-        dup = "CAST(NULL AS VARCHAR)"
-    # Three levels so each conversion is computed once: typed values, then the row rules
-    # (which read them), then the duplicate check over the rows that passed.
-    annotated_sql = f"""
-        SELECT *, COALESCE(_reason0, {dup}) AS reason FROM (
-            SELECT r.*, {row_reason} AS _reason0
-            FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
-        )
-    """
+        annotated_sql = f"SELECT *, _reason0 AS reason FROM ruled_{spec.name}"
     engine.create_view(f"annotated_{spec.name}", annotated_sql)
 
     defaults = _clean_defaults(spec, present)
@@ -611,7 +633,7 @@ def _load_table(
         if time_col
         else ", NULL AS tmin, NULL AS tmax"
     )
-    # The first full scan: this is where a malformed CSV line surfaces.
+    # A full scan: where a malformed CSV line surfaces if the duplicate check did not read it.
     stats = source.rows(
         f"SELECT reason, count(*) AS n {time_expr} FROM annotated_{spec.name} GROUP BY reason",
         file,

@@ -8,6 +8,7 @@ yields both grains) and materializes compact tables that every feature reads ins
 - `user_day`: account x day x user (distinct active users over any window);
 - `account_day`: account x day with any event (recency);
 - `quota_day`: account x day x quota metric, quantity toward the quota, with month bounds;
+- `event_meta`: each event seen, with its catalog meaning;
 - `first_use`: account x feature, the day of first use;
 - `subscription_changes` (see `features.derived`) and `plan_feature_counts`.
 
@@ -59,6 +60,10 @@ WHERE quota_metric IS NOT NULL
 GROUP BY account_id, d, quota_metric, day
 """
 
+EVENT_META_SQL = """
+SELECT DISTINCT event, feature, workflow, power, min_tier, signal FROM activity_day
+"""
+
 FIRST_USE_SQL = """
 SELECT account_id, feature, MIN(d) AS first_d FROM activity_day GROUP BY account_id, feature
 """
@@ -77,6 +82,7 @@ ROLLUPS = {
     "user_day": USER_DAY_SQL,
     "account_day": ACCOUNT_DAY_SQL,
     "quota_day": QUOTA_DAY_SQL,
+    "event_meta": EVENT_META_SQL,
     "first_use": FIRST_USE_SQL,
     "plan_feature_counts": PLAN_FEATURE_COUNTS_SQL,
 }
