@@ -309,11 +309,31 @@ def _oracle_metrics(dataset, test, p, time_col, truth_col, truth_file, label) ->
     oracle = float(roc_auc_score(y, merged[truth_col]))
     model = float(roc_auc_score(y, merged["p"]))
     return {
+        # the ceiling of any ranking on this data: the true probabilities' own top decile
+        "oracle_precision_at_10": float(
+            y[top_share_mask(merged[truth_col].to_numpy(), 0.1)].mean()
+        ),
         "oracle_roc_auc": oracle,
         "oracle_rows": float(len(merged)),
         "model_roc_auc_on_oracle_rows": model,
         "auc_ratio_to_oracle": model / oracle,
     }
+
+
+# The rule-based health score a CS team would use to call an upsell at risk, one point each;
+# the churn model's baseline on the rows where adoption is observed.
+HEALTH_RULES = {
+    "no adoption of what was bought in 30 days": lambda f: f["adopted_30d"] == 0,
+    "usage falling (events, last 30 days vs the 30 before)": lambda f: f["events_trend_30d"] < 1,
+    "under half of the seats in use": lambda f: f["seat_utilization"] < 0.5,
+}
+
+
+def health_rules_score(frame: pd.DataFrame) -> np.ndarray:
+    """How many churn-risk rules hold per row (missing values never fire a rule)."""
+    return sum(
+        rule(frame).fillna(False).to_numpy(bool).astype(int) for rule in HEALTH_RULES.values()
+    )
 
 
 def train_post_upsell(
@@ -334,20 +354,17 @@ def train_post_upsell(
     t = frame["expanded_at"]
     gap = pd.Timedelta(days=config.post_upsell_days)
     test_start = t.quantile(1 - pc.test_share)
-    valid_start = t.quantile(1 - pc.test_share - pc.validation_share)
     test = frame[t >= test_start]
-    valid = frame[(t >= valid_start) & (t + gap <= test_start)]
-    train = frame[t + gap <= valid_start]
+    # A label window's gap guards the test period only: a second 90-day gap between training
+    # and validation would leave too few expansions to stop early and calibrate on.
+    earlier = frame[t + gap <= test_start]
     notes = []
-    if (
-        len(train) < 30
-        or train[POST_UPSELL_LABEL].nunique() < 2
-        or len(valid) < 20
-        or valid[POST_UPSELL_LABEL].nunique() < 2
-    ):
-        # Too little history for gaps of a whole label window: fall back to adjacent periods.
-        train, valid = frame[t < valid_start], frame[(t >= valid_start) & (t < test_start)]
-        notes.append("train/validation/test adjacent (no 90-day gap): too few expansions")
+    if len(earlier) < 50:
+        earlier = frame[t < test_start]
+        notes.append("test period adjacent to training (no 90-day gap): too few expansions")
+    te = earlier["expanded_at"]
+    valid_start = te.quantile(1 - pc.validation_share / (1 - pc.test_share))
+    train, valid = earlier[te < valid_start], earlier[te >= valid_start]
     train, valid, test = (_with_unknown_adoption(p) for p in (train, valid, test))
     y_tr, y_va = train[POST_UPSELL_LABEL].to_numpy(), valid[POST_UPSELL_LABEL].to_numpy()
     contract = ModelContract(
@@ -411,6 +428,16 @@ def train_post_upsell(
         contract, linear=fit_linear(train, y_tr, contract, config.baseline_logistic_c, config.seed)
     )
     metrics.update(ranking_metrics(y_pro, baseline.margin(prospective), "logreg_"))
+    y_obs = observed[POST_UPSELL_LABEL].to_numpy()
+    if len(y_obs) and 0 < y_obs.mean() < 1:
+        rules = health_rules_score(observed)
+        flagged = rules >= 2
+        metrics.update(ranking_metrics(y_obs, rules, "rules_with_adoption_"))
+        metrics["test_with_adoption_top_decile_conversion"] = float(
+            y_obs[top_share_mask(p_obs, 0.10)].mean()
+        )
+        metrics["rules_flagged_conversion"] = float(y_obs[flagged].mean()) if flagged.any() else 0.0
+        metrics["rules_flagged_share"] = float(flagged.mean())
     # The simulator's true churn probability knows the realized adoption, so the oracle is
     # compared with the model on the rows where adoption is observed too.
     metrics.update(
