@@ -41,6 +41,7 @@ from features.contract import (
     TableSpec,
 )
 from features.engine import DuckDBEngine, Engine, SparkEngine, make_engine
+from features.settings import get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -157,10 +158,19 @@ def find_table_file(path: Path, table: str) -> Path | None:
     return candidates[0] if candidates else None
 
 
-def connect(temp_dir: Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection in UTC that may spill to disk."""
+def connect(
+    temp_dir: Path | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection in UTC that may spill to disk.
+
+    `memory_limit` (default: setting `EXPANSION_DUCKDB_MEMORY_LIMIT`, else DuckDB's own) caps
+    DuckDB's memory; larger aggregations and tables then spill to `temp_dir`.
+    """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
+    limit = memory_limit or get_settings().duckdb_memory_limit
+    if limit:
+        con.execute("SET memory_limit = ?", [limit])
     spill = temp_dir or Path(tempfile.gettempdir()) / "expansion-duckdb"
     con.execute("SET temp_directory = ?", [str(spill)])
     con.execute("SET preserve_insertion_order = true")

@@ -43,6 +43,11 @@ class Settings(BaseSettings):
     suppress_after_expansion_days: int = Field(30, description="No pitch this soon after one.")
     outreach_cooldown_days: int = Field(14, description="No pitch this soon after a touch.")
     reasons: int = Field(3, description="Reason codes returned per account.")
+    duckdb_memory_limit: str | None = Field(
+        None,
+        description="DuckDB's memory limit for feature builds (e.g. '6GB'); beyond it DuckDB "
+        "spills to its temp directory. Default: DuckDB's own (80% of RAM).",
+    )
     reload_seconds: float = Field(
         30.0, gt=0, description="How often the service checks for a new snapshot or champion."
     )

@@ -153,6 +153,25 @@ def test_duplicate_keeps_first_occurrence(make_dataset):
     assert kept.loc["e1", "event"] == "login"
 
 
+def test_duplicate_of_a_quarantined_row_is_kept(make_dataset):
+    """Only valid rows count as first occurrences: a bad row does not shadow a good one."""
+    bad = {"account_id": "a1", "timestamp": "not a time", "event": "x", "event_id": "d1"}
+    good = {"account_id": "a1", "timestamp": "2024-02-01", "event": "kept", "event_id": "d1"}
+    ds = load_dataset(make_dataset(extra={"events": [bad, good]}))
+    assert ds.frame("events").query("event_id == 'd1'")["event"].tolist() == ["kept"]
+    assert ds.report.tables["events"].quarantined == {"unparseable_timestamp": 1}
+
+
+def test_events_without_an_event_id_are_not_duplicates(make_dataset):
+    rows = [
+        {"account_id": "a1", "timestamp": "2024-02-01", "event": "no_id", "event_id": ""},
+        {"account_id": "a1", "timestamp": "2024-02-02", "event": "no_id", "event_id": ""},
+    ]
+    ds = load_dataset(make_dataset(extra={"events": rows}))
+    assert len(ds.frame("events").query("event == 'no_id'")) == 2
+    assert not ds.report.tables["events"].quarantined
+
+
 def test_time_zones_are_converted_to_naive_utc(make_dataset):
     rows = [
         {
@@ -385,3 +404,16 @@ def test_stale_quarantine_file_is_removed_when_data_is_fixed(make_dataset):
     events[events.account_id != "zz"].to_csv(path / "events.csv", index=False)
     load_dataset(path)
     assert not (path / "_quarantine" / "events.parquet").exists()
+
+
+def test_duckdb_memory_limit_comes_from_the_setting(monkeypatch):
+    from features.dataset import connect
+    from features.settings import get_settings
+
+    monkeypatch.setenv("EXPANSION_DUCKDB_MEMORY_LIMIT", "1GB")
+    get_settings.cache_clear()
+    try:
+        limit = connect().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    finally:
+        get_settings.cache_clear()
+    assert limit == "953.6 MiB"  # DuckDB reports 1 GB (10^9 bytes) in binary units
