@@ -71,7 +71,9 @@ class ScoredAccount(BaseModel):
         description="p_expand x expected_uplift_mrr x (1 - p_post_upsell_churn): the sort key.",
         examples=[34.2],
     )
-    next_step: str = Field(description="Likely next purchase.", examples=["add 3 seats"])
+    next_step: str | None = Field(
+        description="Likely next purchase (null for a canceled account).", examples=["add 3 seats"]
+    )
     triggers: list[str] = Field(
         description="Product-qualified triggers that fired.", examples=[["seat_pressure"]]
     )
@@ -84,7 +86,8 @@ class ScoredAccount(BaseModel):
         examples=["touched within the 14-day cooldown"],
     )
     reasons: list[Reason] = Field(
-        description="Strongest reasons pushing p_expand up, one per feature family."
+        description="Strongest reasons pushing p_expand up, one per feature family "
+        "(empty for a canceled account)."
     )
     reasons_text: str = Field(description="The reasons as one line.")
     base_value: float = Field(

@@ -225,8 +225,10 @@ def score_frame(
     )
     why = suppression(frame, as_of, settings)
     canceled = (why == "canceled").to_numpy()
-    for col in ("p_expand", "p_post_upsell_churn", "expected_net_value"):
-        out.loc[canceled, col] = np.nan  # nothing to predict for an account that left
+    # Nothing to predict, offer or explain for an account that left.
+    for col in ("p_expand", "p_post_upsell_churn", "expected_uplift_mrr", "expected_net_value"):
+        out.loc[canceled, col] = np.nan
+    out["next_step"] = out["next_step"].astype(object).where(~canceled, None)
     out["route"] = route(out["mrr"], out["expected_net_value"], settings)
     out["suppressed"] = why.notna().to_numpy()
     out["suppression_reason"] = why.to_numpy()
@@ -392,6 +394,8 @@ def attach_reasons(
     """Add `reasons`, `reasons_text` and `base_value` for exactly the rows of `scored`."""
     rows = frame.loc[scored["account_id"]]
     records, base = explain(models.propensity, rows, top=top)
+    unscored = scored["p_expand"].isna().to_numpy()  # canceled: no score, so no reasons
+    records = [[] if gone else r for r, gone in zip(records, unscored, strict=True)]
     return scored.assign(
         reasons=records,
         reasons_text=[reasons_line(r) for r in records],

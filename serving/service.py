@@ -301,9 +301,8 @@ def account_records(state: ServingState, positions: list[int], top: int) -> list
     out = []
     for k, pos in enumerate(positions):
         record = {c: _plain(state.columns[c][pos]) for c in RESULT_COLUMNS}
-        record.update(
-            reasons=reasons[k], reasons_text=reasons_line(reasons[k]), base_value=float(base[k])
-        )
+        why = reasons[k] if record["p_expand"] is not None else []  # canceled: no score
+        record.update(reasons=why, reasons_text=reasons_line(why), base_value=float(base[k]))
         out.append(record)
     return out
 

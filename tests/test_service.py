@@ -169,6 +169,11 @@ def test_score_by_id_equals_the_core_in_process(served):
     want = score_accounts(served.models, served.snapshot, ids, served.settings)
     for got, expected in zip(body["accounts"], want.to_dict("records"), strict=True):
         _assert_matches(got, expected)
+    gone = [a for a in body["accounts"] if a["suppression_reason"] == "canceled"]
+    assert gone, "the sample has canceled accounts"
+    for account in gone:  # nothing to predict, offer or explain for an account that left
+        assert account["p_expand"] is None and account["next_step"] is None
+        assert account["reasons"] == [] and account["reasons_text"] == ""
 
 
 def test_score_feature_rows_equals_score_by_id(served):
