@@ -163,8 +163,8 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection in UTC that may spill to disk.
 
-    `memory_limit` (default: setting `EXPANSION_DUCKDB_MEMORY_LIMIT`, else DuckDB's own) caps
-    DuckDB's memory; larger aggregations and tables then spill to `temp_dir`.
+    `memory_limit` (default: setting `EXPANSION_DUCKDB_MEMORY_LIMIT`, 25% of RAM) caps DuckDB's
+    memory; larger aggregations and tables then spill to `temp_dir`.
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")

@@ -44,9 +44,10 @@ class Settings(BaseSettings):
     outreach_cooldown_days: int = Field(14, description="No pitch this soon after a touch.")
     reasons: int = Field(3, description="Reason codes returned per account.")
     duckdb_memory_limit: str | None = Field(
-        None,
-        description="DuckDB's memory limit for feature builds (e.g. '6GB'); beyond it DuckDB "
-        "spills to its temp directory. Default: DuckDB's own (80% of RAM).",
+        "25%",
+        description="DuckDB's memory limit for feature builds ('6GB', or a share of RAM such "
+        "as '25%'); beyond it DuckDB spills to its temp directory, slower but within budget. "
+        "Empty: DuckDB's own default (80% of RAM).",
     )
     reload_seconds: float = Field(
         30.0, gt=0, description="How often the service checks for a new snapshot or champion."
