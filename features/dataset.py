@@ -4,7 +4,9 @@
 holding one clean table (or view, for the large `events` table) per contract table, plus a
 `ValidationReport`. Rows that break a rule are written to `<dataset>/_quarantine/<table>.parquet`
 with a `reason` column and their source row; fatal problems (missing table or column, unreadable
-file) raise `ContractError`.
+file) raise `ContractError`. A DuckDB database file (`.duckdb`, `.ddb`, `.db`) holding the same
+tables (or views) is read the same way, attached read-only; its quarantine goes to
+`<file stem>_quarantine/` beside it.
 
 `load_dataset(uri, engine="spark", spark=...)` applies the same rules, as the same SQL, on Apache
 Spark: tables are `<uri>/<table>.parquet` (a file or a folder of Parquet parts) under any URI
@@ -196,12 +198,21 @@ def load_dataset(
     """
     eng = make_engine(engine, con=con, spark=spark, spark_master=spark_master)
     if isinstance(eng, DuckDBEngine):
-        source: _Source = _DuckDBSource(eng)
         path = Path(path)
         uri = str(path)
-        if not path.is_dir():
-            raise ContractError("dataset folder does not exist", file=path)
-        qdir: str = str(quarantine_dir or path / QUARANTINE_DIR)
+        source: _Source
+        if path.is_file() and path.suffix.lower() in DUCKDB_FILE_SUFFIXES:
+            source = _DuckDBFileSource(eng, path)
+            qdir: str = str(quarantine_dir or path.with_name(f"{path.stem}{QUARANTINE_DIR}"))
+        elif path.is_dir():
+            source = _DuckDBSource(eng)
+            qdir = str(quarantine_dir or path / QUARANTINE_DIR)
+        else:
+            raise ContractError(
+                "dataset folder (or DuckDB database file: "
+                f"{', '.join(DUCKDB_FILE_SUFFIXES)}) does not exist",
+                file=path,
+            )
     else:
         source = _SparkSource(eng)  # type: ignore[arg-type]
         uri = str(path).rstrip("/")
@@ -215,9 +226,12 @@ def load_dataset(
         file = source.find(uri, name)
         if file is None:
             if spec.required:
+                if isinstance(source, _DuckDBFileSource):
+                    expected, where = f"a table or view named {name}", uri
+                else:
+                    expected, where = f"{name}.parquet or {name}.csv", f"{uri}/{name}.parquet"
                 raise ContractError(
-                    f"required table {name!r} is missing (expected {name}.parquet or {name}.csv)",
-                    file=f"{uri}/{name}.parquet",
+                    f"required table {name!r} is missing (expected {expected})", file=where
                 )
             _create_empty(eng, spec)
             report.tables[name] = TableReport(table=name, file=None)
@@ -337,6 +351,44 @@ class _DuckDBSource:
             tmp.replace(qfile)
         elif qfile.exists():  # a stale file from an earlier run would mislead
             qfile.unlink()
+
+
+DUCKDB_FILE_SUFFIXES = (".duckdb", ".ddb", ".db")
+
+
+class _DuckDBFileSource(_DuckDBSource):
+    """Tables (or views) of a DuckDB database file, attached read-only."""
+
+    ALIAS = "_dataset_file"
+
+    def __init__(self, engine: DuckDBEngine, path: Path) -> None:
+        super().__init__(engine)
+        self.path = path
+        literal = str(path).replace("'", "''")
+        try:
+            self.con.execute(f"ATTACH '{literal}' AS {self.ALIAS} (READ_ONLY)")
+            rows = self.con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = ? "
+                "UNION SELECT view_name FROM duckdb_views() WHERE database_name = ?",
+                [self.ALIAS, self.ALIAS],
+            ).fetchall()
+        except duckdb.Error as exc:
+            raise _read_error(path, exc) from exc
+        self.tables = {name for (name,) in rows}
+
+    def find(self, uri: str, table: str) -> str | None:
+        return f"{uri}:{table}" if table in self.tables else None
+
+    def read_raw(self, file: str, view: str) -> tuple[list[str], dict[str, str]]:
+        table = file.rsplit(":", 1)[1]
+        try:
+            raw = self.con.sql(
+                f"SELECT *, row_number() OVER () AS _row FROM {self.ALIAS}.{_q(table)}"
+            )
+            raw.create_view(view, replace=True)
+        except duckdb.Error as exc:
+            raise _read_error(Path(file), exc) from exc
+        return list(raw.columns), dict(zip(raw.columns, [str(t) for t in raw.types], strict=True))
 
 
 _SPARK_TO_DUCKDB = {

@@ -148,6 +148,7 @@ def test_batch_scores_equal_in_process_scoring(trained, snapshot, models, db_url
         np.testing.assert_allclose(
             current.loc[ids, col].astype(float), api.loc[ids, col].astype(float), rtol=1e-12
         )
+
     def cells(frame, col):  # a missing value reads back as NaN or None depending on the driver
         return [None if pd.isna(v) else v for v in frame.loc[ids, col]]
 

@@ -417,3 +417,37 @@ def test_duckdb_memory_limit_comes_from_the_setting(monkeypatch):
     finally:
         get_settings.cache_clear()
     assert limit == "953.6 MiB"  # DuckDB reports 1 GB (10^9 bytes) in binary units
+
+
+def _to_duckdb_file(folder, file):
+    """The folder's tables (read with their Parquet types) as tables of one DuckDB file."""
+    import duckdb
+
+    con = duckdb.connect(str(file))
+    for table in sorted(folder.glob("*.parquet")):
+        con.execute(f'CREATE TABLE "{table.stem}" AS SELECT * FROM read_parquet(?)', [str(table)])
+    con.close()
+    return file
+
+
+def test_a_duckdb_file_loads_like_the_folder_it_came_from(make_dataset, tmp_path):
+    bad = {"account_id": "nobody", "timestamp": "2024-02-01", "event": "x", "event_id": "u1"}
+    folder = make_dataset(extra={"events": [bad]}, fmt="parquet")
+    file = _to_duckdb_file(folder, tmp_path / "shop.duckdb")
+    from_folder, from_file = load_dataset(folder), load_dataset(file)
+    for table in ("accounts", "subscriptions", "users", "events", "event_catalog"):
+        pd.testing.assert_frame_equal(from_file.frame(table), from_folder.frame(table))
+    assert from_file.report.tables["events"].quarantined == {"unknown_account": 1}
+    quarantined = pd.read_parquet(tmp_path / "shop_quarantine" / "events.parquet")
+    assert quarantined["account_id"].tolist() == ["nobody"]
+    assert quarantined["reason"].tolist() == ["unknown_account"]
+
+
+def test_a_duckdb_file_without_a_required_table_names_it(make_dataset, tmp_path):
+    folder = make_dataset(replace={"users": None}, fmt="parquet")
+    file = _to_duckdb_file(folder, tmp_path / "shop.duckdb")
+    with pytest.raises(
+        ContractError, match=r"missing \(expected a table or view named users\)"
+    ) as err:
+        load_dataset(file)
+    assert "shop.duckdb" in str(err.value)

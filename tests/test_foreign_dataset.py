@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import duckdb
 import pandas as pd
 import pytest
 
@@ -105,3 +106,24 @@ def test_a_dataset_with_other_names_runs_end_to_end(sim_data, tmp_path, minimal)
         assert snapshot[quota_cols].notna().any().all()
         assert snapshot["power_events_30d"].sum() > 0  # power features read from the catalog
         assert "upgrade to PL/" in steps  # upgrades name the dataset's own plans
+        # The same tables in one DuckDB database file give the same features.
+        file = tmp_path / "shop.duckdb"
+        con = duckdb.connect(str(file))
+        for table in data.glob("*.csv"):
+            con.execute(f'CREATE TABLE "{table.stem}" AS SELECT * FROM read_csv(?)', [str(table)])
+        con.close()
+        as_of = str(pd.Timestamp(snapshot["as_of"].iloc[0]).date())
+        for source, out in ((data, "a.parquet"), (file, "b.parquet")):
+            expansion(
+                "features",
+                "--data",
+                str(source),
+                "--as-of",
+                as_of,
+                "--out",
+                str(tmp_path / out),
+                models=models,
+            )
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "b.parquet"), pd.read_parquet(tmp_path / "a.parquet")
+        )

@@ -41,9 +41,8 @@ DataDir = Annotated[
     typer.Option(
         "--data",
         "-d",
-        help="Dataset folder that follows DATA_CONTRACT.md.",
+        help="Dataset that follows DATA_CONTRACT.md: a folder of tables, or a DuckDB file.",
         exists=True,
-        file_okay=False,
     ),
 ]
 
@@ -104,7 +103,7 @@ def simulate(
 @app.command()
 def validate(
     data_dir: Annotated[
-        Path, typer.Argument(help="Dataset folder to check.", exists=True, file_okay=False)
+        Path, typer.Argument(help="Dataset folder (or DuckDB file) to check.", exists=True)
     ],
 ) -> None:
     """Check a dataset against the contract; quarantine bad rows; exit non-zero if fatal."""
