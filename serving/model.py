@@ -53,7 +53,9 @@ class LinearScorer:
         owners = list(self.numeric)
         for name, levels in self.categorical.items():
             values = frame[name].astype(object).to_numpy()
-            blocks.append(np.stack([(values == lv).astype("float64") for lv in levels], axis=1))
+            onehot = [(values == lv).astype("float64") for lv in levels]
+            # a category never seen in training (all missing) contributes no columns
+            blocks.append(np.stack(onehot, axis=1) if onehot else np.zeros((len(frame), 0)))
             owners += [name] * len(levels)
         return np.hstack(blocks), owners
 

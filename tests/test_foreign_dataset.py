@@ -127,3 +127,23 @@ def test_a_dataset_with_other_names_runs_end_to_end(sim_data, tmp_path, minimal)
         pd.testing.assert_frame_equal(
             pd.read_parquet(tmp_path / "b.parquet"), pd.read_parquet(tmp_path / "a.parquet")
         )
+
+
+def test_ravenstack_a_third_party_dataset_runs_end_to_end(tmp_path):
+    """RavenStack (tests/fixtures/ravenstack, see SOURCE.md): no users, no segments, no event
+    catalog, billing rows rather than a change log. Weak signal, but every step must run."""
+    root = Path(__file__).parents[1]
+    data, models = tmp_path / "data", tmp_path / "models"
+    expansion(
+        "import", "--from", "mapped", str(root / "tests" / "fixtures" / "ravenstack"),
+        "--mapping", str(root / "examples" / "ravenstack_mapping.toml"), "--out", str(data),
+        models=models,
+    )  # fmt: skip
+    expansion("train", "--data", str(data), models=models)
+    expansion("promote", models=models)
+    expansion("snapshot", "--data", str(data), models=models)
+    out = tmp_path / "scores.csv"
+    expansion("score", "--data", str(data), "--to", str(out), models=models)
+    scores = pd.read_csv(out)
+    live = scores[scores["suppression_reason"] != "canceled"]
+    assert len(live) > 0 and live["p_expand"].between(0, 1).all()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -116,3 +117,17 @@ def test_identical_reruns_give_identical_metrics(trained, tmp_path):
         again.model.contract.metadata["data_fingerprint"]
         == (trained.result.propensity.model.contract.metadata["data_fingerprint"])
     )
+
+
+def test_logistic_model_takes_a_category_that_is_always_missing():
+    """A dataset without segments (all null) still trains: the category adds no columns."""
+    from serving.model import ModelContract, ScoringModel, fit_linear
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"x": rng.normal(size=200), "segment": [None] * 200})
+    y = (frame["x"] + rng.normal(scale=0.5, size=200) > 0).astype(int).to_numpy()
+    contract = ModelContract("m", ["x", "segment"], {"segment": []}, "v", "logistic")
+    model = ScoringModel(contract, linear=fit_linear(frame, y, contract, 1.0, 0))
+    margin = model.margin(frame)
+    assert np.isfinite(margin).all()
+    assert np.corrcoef(margin, frame["x"])[0, 1] > 0.99
