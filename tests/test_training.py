@@ -131,3 +131,22 @@ def test_logistic_model_takes_a_category_that_is_always_missing():
     margin = model.margin(frame)
     assert np.isfinite(margin).all()
     assert np.corrcoef(margin, frame["x"])[0, 1] > 0.99
+
+
+def test_train_on_too_short_a_history_says_what_is_missing(make_dataset, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from features.settings import get_settings
+    from training.cli import app
+
+    monkeypatch.setenv("EXPANSION_MODELS_DIR", str(tmp_path / "models"))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["train", "--data", str(make_dataset())])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "not enough monthly observation dates" in text
+    assert "Supply a longer history" in text
+    assert "Traceback" not in result.output

@@ -250,20 +250,24 @@ def train(
     """Fit, evaluate and register both models (new versions get alias `challenger`)."""
     from features.settings import get_settings
     from training.config import TrainingConfig
+    from training.labels import NotEnoughData
     from training.pipeline import train_models
 
     cfg = TrainingConfig.from_toml(config)
     ds = _load(data)
     steps = ["propensity model", "post-upsell churn model", "logging to MLflow"]
-    with progress_bar("training") as progress:
-        task = progress.add_task("training", total=len(steps))
-        result = train_models(
-            ds,
-            cfg,
-            get_settings(),
-            progress=lambda step: progress.update(task, advance=1, description=step),
-        )
-        progress.update(task, completed=len(steps), description="trained")
+    try:
+        with progress_bar("training") as progress:
+            task = progress.add_task("training", total=len(steps))
+            result = train_models(
+                ds,
+                cfg,
+                get_settings(),
+                progress=lambda step: progress.update(task, advance=1, description=step),
+            )
+            progress.update(task, completed=len(steps), description="trained")
+    except NotEnoughData as exc:
+        raise _fail(f"{data}: {exc}") from exc
     for fitted in (result.propensity, result.post_upsell):
         _print_metrics(fitted.model.contract.name, fitted.metrics, result.versions)
         for note in fitted.notes:

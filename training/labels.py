@@ -59,6 +59,10 @@ class LabelWindows:
     adoption_days: int = 30
 
 
+class NotEnoughData(ValueError):
+    """The dataset is too short or has too few outcomes to train on (a user error, not a bug)."""
+
+
 def data_end(dataset: Dataset) -> pd.Timestamp:
     """The end of observed time: the latest event or subscription change."""
     ends = [
@@ -73,7 +77,7 @@ def data_start(dataset: Dataset) -> pd.Timestamp:
     """The start of observed usage: the first event (subscriptions may reach further back)."""
     start = dataset.report.tables["events"].time_min
     if start is None:
-        raise ValueError(f"{dataset.path}: the events table has no clean rows")
+        raise NotEnoughData(f"{dataset.path}: the events table has no clean rows")
     return pd.Timestamp(start)
 
 

@@ -43,6 +43,7 @@ from training.labels import (
     POST_UPSELL_LABEL,
     PROPENSITY_LABEL,
     LabelWindows,
+    NotEnoughData,
     observation_dates,
     post_upsell_training_set,
     propensity_training_set,
@@ -73,13 +74,22 @@ def time_split(dates: list[date], config: TrainingConfig) -> Split:
     dates = sorted(dates)
     gap = pd.Timedelta(days=config.horizon_days)
     test = dates[-config.split.test_dates :]
-    before_test = [d for d in dates if pd.Timestamp(d) + gap <= pd.Timestamp(test[0])]
+    before_test = [d for d in dates if test and pd.Timestamp(d) + gap <= pd.Timestamp(test[0])]
     validation = before_test[-config.split.validation_dates :]
-    train = [d for d in before_test if pd.Timestamp(d) + gap <= pd.Timestamp(validation[0])]
+    train = [
+        d
+        for d in before_test
+        if validation and pd.Timestamp(d) + gap <= pd.Timestamp(validation[0])
+    ]
     if not train:
-        raise ValueError(
-            f"not enough observation dates ({len(dates)}) for a train / validation / test split "
-            f"with a {config.horizon_days}-day gap: simulate or supply a longer history"
+        found = f"{len(dates)} ({dates[0]} to {dates[-1]})" if dates else "none"
+        raise NotEnoughData(
+            f"not enough {config.cadence} observation dates for a train / validation / test split: "
+            f"found {found}; the split needs {config.split.test_dates} test and "
+            f"{config.split.validation_dates} validation dates plus training dates, each group "
+            f"{config.horizon_days} days apart, and every date needs {config.warmup_days} days "
+            f"of events before it and {config.horizon_days} days of data after it. Supply a "
+            'longer history (or a weekly cadence: cadence = "weekly" in the config)'
         )
     return Split(train, validation, test)
 
@@ -344,7 +354,10 @@ def train_post_upsell(
     windows = LabelWindows(config.horizon_days, config.post_upsell_days)
     frame = post_upsell_training_set(dataset, windows, progress=progress)
     if len(frame) < 30:
-        raise ValueError(f"only {len(frame)} uncensored expansions: too few to train on")
+        raise NotEnoughData(
+            f"only {len(frame)} expansions with {config.post_upsell_days} days of follow-up: "
+            "too few to train the post-upsell churn model on (30 needed)"
+        )
     spec = feature_spec(dataset)
     missing = [f for f in pc.features if f not in spec.names]
     if missing:
