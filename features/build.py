@@ -296,23 +296,25 @@ def _aggregate_sql(source: str, feats: list[Feature]) -> str:
     """
 
 
-# Last active day before each as-of date: carry the latest day forward along each account's
-# timeline (one sort), instead of joining every as-of date to the whole history.
+# Last active day before each as-of date. Each active day falls in the bucket of the first
+# as-of date after it; the latest day per account and bucket is then carried forward over the
+# (few) buckets, instead of sorting every account's whole timeline.
 _RECENCY_SQL = """
-SELECT as_of, account_id, last_d AS last_event_day FROM (
-    SELECT account_id, as_of, is_mark,
-        MAX(CASE WHEN is_mark = 0 THEN d END) OVER (
-            PARTITION BY account_id ORDER BY d, is_mark DESC
-            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS last_d
-    FROM (
-        SELECT a.account_id, a.d, CAST(NULL AS TIMESTAMP) AS as_of, 0 AS is_mark
-        FROM account_day a
-        WHERE a.account_id IN (SELECT account_id FROM fs_state)
-        UNION ALL
-        SELECT account_id, t AS d, as_of, 1 AS is_mark FROM fs_state
-    ) marks
-) carried
-WHERE is_mark = 1
+WITH marks AS (
+    SELECT as_of, t, ROW_NUMBER() OVER (ORDER BY t) AS i, LAG(t) OVER (ORDER BY t) AS t_prev
+    FROM as_of_dates
+),
+per_bucket AS (
+    SELECT a.account_id, m.i, MAX(a.d) AS last_d
+    FROM account_day a
+    JOIN marks m ON a.d < m.t AND (m.t_prev IS NULL OR a.d >= m.t_prev)
+    GROUP BY a.account_id, m.i
+)
+SELECT s.as_of, s.account_id, MAX(p.last_d) AS last_event_day
+FROM fs_state s
+JOIN marks m ON m.as_of = s.as_of
+LEFT JOIN per_bucket p ON p.account_id = s.account_id AND p.i <= m.i
+GROUP BY s.as_of, s.account_id
 """
 
 # One row per as-of date, account and quota metric of its current plan. The current plan's
@@ -435,7 +437,8 @@ def _add_quota_metric_columns(
             for column in QUOTA_METRIC_COLUMNS:
                 frame[f"quota_{column}__{metric_slug(metric)}"] = float("nan")
         return frame
-    long["metric"] = long["metric"].map(metric_slug)
+    slugs = {m: metric_slug(m) for m in long["metric"].unique()}  # a regex per metric, not row
+    long["metric"] = long["metric"].map(slugs)
     wide = long.pivot_table(
         index=KEYS,
         columns="metric",
