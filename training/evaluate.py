@@ -104,11 +104,13 @@ def plot_gains(y, scores: dict[str, np.ndarray], path: Path, title: str) -> Path
     return path
 
 
-def plot_importance(names: list[str], gains: np.ndarray, path: Path, title: str) -> Path:
+def plot_importance(
+    names: list[str], gains: np.ndarray, path: Path, title: str, xlabel: str = "total gain"
+) -> Path:
     order = np.argsort(gains)[-20:]
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.barh([names[i] for i in order], gains[order])
-    ax.set(xlabel="total gain", title=title)
+    ax.set(xlabel=xlabel, title=title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -493,17 +493,20 @@ def train_post_upsell(
             "Post-upsell churn: cumulative gains",
         ),
     }
+    # Both kinds get both plots: TreeSHAP for the trees, exact contributions for the logistic
+    # model (coefficient x distance from the training mean), on every test row, so the
+    # adoption features show (they are unknown on the prospective rows).
+    contrib, _ = model.contributions(test)
+    plots["shap_summary.png"] = plot_shap_summary(
+        contrib, model.frame(test), names, workdir / "shap_summary.png"
+    )
     if model.booster is not None:
-        plots["importance.png"] = plot_importance(
-            names,
-            model.booster.feature_importance("gain"),
-            workdir / "importance.png",
-            "Post-upsell churn: importance",
-        )
-        contrib, _ = model.contributions(prospective)
-        plots["shap_summary.png"] = plot_shap_summary(
-            contrib, model.frame(prospective), names, workdir / "shap_summary.png"
-        )
+        importance, xlabel = model.booster.feature_importance("gain"), "total gain"
+    else:
+        importance, xlabel = np.abs(contrib).mean(axis=0), "mean |contribution| (log-odds)"
+    plots["importance.png"] = plot_importance(
+        names, importance, workdir / "importance.png", "Post-upsell churn: importance", xlabel
+    )
     params = {
         **pc.lightgbm.model_dump(),
         "kind": contract.kind,
