@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -38,7 +39,7 @@ from features.triggers import TRIGGERS
 from serving.drift import DriftReport, drift_report
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
-from serving.snapshot import Snapshot, build_snapshot
+from serving.snapshot import Snapshot, build_snapshot, write_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +150,15 @@ def run_batch(
     chunk_size: int = 50_000,
     progress: Progress | None = None,
     models: Models | None = None,
+    snapshot_to: Path | None = None,
 ) -> BatchSummary:
     """Score every account of `dataset` at `as_of` (default: the day after the last event).
 
     `models` defaults to both champions, checked against the features this code builds.
     A target that is not understood or not reachable, or a missing model, fails before the
-    features are built.
+    features are built. `snapshot_to` (e.g. `models/snapshot`) also publishes the same
+    features as the service's snapshot once the scores are written: the nightly job and the
+    API's refresh in one load of the data.
     """
     sink = open_target(target)
     sink.prepare()  # an unreachable database fails now, not after the features
@@ -166,7 +170,7 @@ def run_batch(
     snapshot = build_snapshot(dataset, as_of)
     note("features", 1, 1)
     features_s = time.perf_counter() - started
-    return score_snapshot(
+    summary = score_snapshot(
         snapshot,
         models,
         settings,
@@ -175,6 +179,9 @@ def run_batch(
         progress=progress,
         timings={"features": features_s},
     )
+    if snapshot_to is not None:
+        write_snapshot(snapshot, snapshot_to)
+    return summary
 
 
 def score_snapshot(

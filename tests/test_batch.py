@@ -137,6 +137,27 @@ def test_rank_and_reasons_on_every_row(trained, snapshot, models, db_url):
         assert {"feature", "value", "contribution", "text"} <= set(reasons[0])
 
 
+def test_run_publishes_the_snapshot_it_scored(trained, snapshot, models, tmp_path):
+    """`expansion score --snapshot`: the API's snapshot comes from the same features, after the
+    scores are written; a failed run publishes nothing."""
+    folder = tmp_path / "snapshot"
+    earlier = (snapshot.as_of - timedelta(days=28)).isoformat()
+    (tmp_path / "a_folder.db").mkdir()  # not a database file: the run fails
+    bad_target = f"sqlite:///{tmp_path / 'a_folder.db'}"
+    with pytest.raises(Exception):  # noqa: B017 - the driver's own error
+        run_batch(trained.dataset, trained.settings, bad_target, as_of=earlier, snapshot_to=folder)
+    assert not folder.exists()
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    summary = run_batch(
+        trained.dataset, trained.settings, url, as_of=earlier, models=models, snapshot_to=folder
+    )
+    published = read_snapshot(folder)
+    assert published.as_of == summary.as_of == snapshot.as_of - timedelta(days=28)
+    want = build_snapshot(trained.dataset, earlier)
+    pd.testing.assert_frame_equal(published.features, want.features, check_dtype=False)
+    assert len(read(url, scores_table)) == len(published.features)
+
+
 def test_batch_scores_equal_in_process_scoring(trained, snapshot, models, db_url):
     """Parity: a row in the database equals `score_accounts` (the API's core) for that account."""
     score(snapshot, models, trained, db_url)

@@ -471,6 +471,14 @@ def score(
         str | None,
         typer.Option(help="With --engine spark: Parquet folder (any Spark URI) for the scores."),
     ] = None,
+    snapshot: Annotated[
+        bool,
+        typer.Option(
+            "--snapshot",
+            help="Also publish the same features as the service's snapshot (models/snapshot/) "
+            "once the scores are written: the nightly job in one command.",
+        ),
+    ] = False,
 ) -> None:
     """Score every account and write the ranked list with reasons to a database, file or CRM."""
     from features.settings import get_settings
@@ -482,6 +490,8 @@ def score(
         raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
     target = to or default_target(settings)
     if engine == "spark":
+        if snapshot:
+            raise _fail("--snapshot is for the DuckDB engine (run `expansion snapshot` instead)")
         _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spark_out)
         if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
             _print_top_from_crm(target, top)
@@ -497,11 +507,21 @@ def score(
 
         try:
             summary = run_batch(
-                ds, settings, target, as_of=as_of, chunk_size=chunk_size, progress=note
+                ds,
+                settings,
+                target,
+                as_of=as_of,
+                chunk_size=chunk_size,
+                progress=note,
+                snapshot_to=settings.models_dir / "snapshot" if snapshot else None,
             )
         except (ModelContractError, ValueError) as exc:
             raise _fail(str(exc)) from exc
     console.print(summary.to_table())
+    if snapshot:
+        console.print(
+            f"Snapshot as of {summary.as_of} published to {settings.models_dir / 'snapshot'}"
+        )
     if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
         _print_top_from_crm(target, top)
 
