@@ -36,6 +36,9 @@ class Feature:
     source: str | None = None  # which roll-up an aggregate reads: activity, users, team, ...
     requires: str | None = None  # optional table without which the feature is left empty
     model: bool = True  # False for helper columns that derived features read
+    # An age: grows by one a day on its own. Drift checks compare it shifted back by the days
+    # between the training sample and the batch, or every later batch would look drifted.
+    ages: bool = False
 
 
 # Windowed sources (activity, users) arrive pre-aggregated per as-of date with one count column
@@ -103,7 +106,12 @@ FEATURES: tuple[Feature, ...] = (
         "state",
     ),
     Feature(
-        "tenure_days", "commercial", "Days since the account was created.", "s.tenure_days", "state"
+        "tenure_days",
+        "commercial",
+        "Days since the account was created.",
+        "s.tenure_days",
+        "state",
+        ages=True,
     ),
     Feature(
         "days_since_last_expansion",
@@ -111,6 +119,7 @@ FEATURES: tuple[Feature, ...] = (
         "Days since the last upgrade or expansion (empty if none).",
         "s.days_since_last_expansion",
         "state",
+        ages=True,
     ),
     Feature(
         "past_expansions",

@@ -36,7 +36,7 @@ from features.build import feature_spec
 from features.dataset import Dataset
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
-from serving.drift import DriftReport, drift_report
+from serving.drift import DriftReport, age_shifts, drift_report
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
@@ -223,11 +223,13 @@ def score_snapshot(
     clock = time.perf_counter()
     # Canceled accounts have no features: they would only inflate the missing-value bins.
     live = (features["ctx_status"] != "canceled").to_numpy() if "ctx_status" in features else None
+    metadata = models.propensity.contract.metadata
     drift = drift_report(
-        models.propensity.contract.metadata.get("training_feature_sample"),
+        metadata.get("training_feature_sample"),
         features,
         categorical=list(models.propensity.contract.categorical),
         rows=live,
+        shifts=age_shifts(metadata, snapshot.as_of),
     )
     if drift.warnings:
         log.warning(

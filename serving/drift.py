@@ -15,9 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from features.registry import FEATURES
 
 PSI_WARNING = 0.2
 FLOOR = 1e-4  # share given to an empty bin: keeps ln() finite, caps one bin's PSI near 0.9
@@ -92,17 +96,29 @@ class DriftReport:
         }
 
 
+def age_shifts(metadata: Mapping[str, Any], as_of: date) -> dict[str, float]:
+    """Days to take off each age feature of a batch at `as_of` so that it compares with the
+    model's training sample (empty for models that did not record the sample's date)."""
+    sampled = metadata.get("training_feature_sample_as_of")
+    if not sampled:
+        return {}
+    days = float((pd.Timestamp(as_of) - pd.Timestamp(sampled)).days)
+    return {f.name: days for f in FEATURES if f.ages}
+
+
 def drift_report(
     reference: Mapping[str, Sequence] | None,
     batch: pd.DataFrame,
     categorical: Sequence[str] = (),
     threshold: float = PSI_WARNING,
     rows: np.ndarray | None = None,
+    shifts: Mapping[str, float] | None = None,
 ) -> DriftReport:
     """PSI of every feature in `reference` (training sample) against the batch's column.
 
     `rows` (a boolean mask) limits the batch to some accounts, one column at a time: the
-    feature frame of a large batch is never copied whole.
+    feature frame of a large batch is never copied whole. `shifts` (see `age_shifts`) is
+    subtracted from those columns first.
     """
     if not reference:
         return DriftReport({}, threshold, "the model records no training feature sample")
@@ -116,7 +132,7 @@ def drift_report(
             out[name] = categorical_psi(values, column.to_numpy(dtype=object))
         else:
             ref = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-            cur = pd.to_numeric(column, errors="coerce")
+            cur = pd.to_numeric(column, errors="coerce") - (shifts or {}).get(name, 0.0)
             out[name] = numeric_psi(
                 ref.to_numpy("float64", na_value=np.nan), cur.to_numpy("float64", na_value=np.nan)
             )

@@ -93,3 +93,23 @@ def test_drift_report_flags_features_above_the_threshold():
     assert stored["warnings"] == report.warnings and stored["threshold"] == PSI_WARNING
     empty = drift_report(None, batch)
     assert empty.psi == {} and empty.warnings == [] and "no training feature sample" in empty.note
+
+
+def test_ages_are_compared_shifted_back_to_the_training_sample():
+    """Tenure grows a day a day: a batch 90 days after the training sample is not drift."""
+    from datetime import date
+
+    from serving.drift import age_shifts
+
+    rng = np.random.default_rng(3)
+    tenure = rng.uniform(30, 900, size=4000)
+    reference = {"tenure_days": tenure.tolist(), "events_30d": rng.poisson(20, 4000).tolist()}
+    batch = pd.DataFrame({"tenure_days": tenure[:3000] + 90, "events_30d": rng.poisson(20, 3000)})
+    metadata = {"training_feature_sample_as_of": "2025-01-01"}
+    shifts = age_shifts(metadata, date(2025, 4, 1))
+    assert shifts["tenure_days"] == 90 and shifts["days_since_last_expansion"] == 90
+    assert "events_30d" not in shifts  # not an age
+    assert drift_report(reference, batch).warnings == ["tenure_days"]  # unshifted: a false alarm
+    shifted = drift_report(reference, batch, shifts=shifts)
+    assert shifted.psi["tenure_days"] < 0.02 and shifted.warnings == []
+    assert age_shifts({}, date(2025, 4, 1)) == {}  # older models: no date, no shift

@@ -255,6 +255,7 @@ def train_propensity(
             "training_feature_sample": _feature_sample(
                 train[train["as_of"] == train["as_of"].max()], spec.names, config.seed
             ),
+            "training_feature_sample_as_of": str(train["as_of"].max().date()),
         }
     )
     plots = {
