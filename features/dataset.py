@@ -652,18 +652,43 @@ def _load_table(
         FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
     """
     engine.create_view(f"ruled_{spec.name}", ruled_sql)
+    time_col = spec.time_column
+    tmin, tmax = (f"min(t_{time_col})", f"max(t_{time_col})") if time_col else ("NULL", "NULL")
     key_cols = [k for k in spec.key if k in present]
+    scanned: list[tuple] | None = None  # per row-rule reason: rows, first and last time
     if key_cols and len(key_cols) == len(spec.key):
-        # Duplicate keys among otherwise valid rows: keep the first in file order. The keys
-        # seen twice are found with one hash aggregate (duplicates are rare), so the later
-        # scans only probe that small table instead of sorting every row by key.
-        keys = ", ".join(_q("t_" + k) for k in key_cols)
+        # Duplicate keys among otherwise valid rows: keep the first in file order. One grouped
+        # scan finds the keys seen twice (a small table, rare in practice; later scans only
+        # probe it) and counts the rows per row-rule reason, so without duplicates those counts
+        # are the report and the file is read once here.
+        keyed = ", ".join(
+            f"CASE WHEN _reason0 IS NULL THEN {_q('t_' + k)} END AS {_q('k_' + k)}"
+            for k in key_cols
+        )
+        kq = [_q("k_" + k) for k in key_cols]
         source.materialize(
-            f"dups_{spec.name}",
-            f"SELECT {keys}, MIN(_row) AS _first_row FROM ruled_{spec.name} "
-            f"WHERE _reason0 IS NULL GROUP BY {keys} HAVING COUNT(*) > 1",
+            f"scan_{spec.name}",
+            f"""
+            SELECT GROUPING(_reason0) AS _set, _reason0, {", ".join(kq)},
+                COUNT(*) AS n, MIN(_row) AS _first_row, {tmin} AS tmin, {tmax} AS tmax
+            FROM (SELECT _reason0, _row, {f"t_{time_col}, " if time_col else ""}{keyed}
+                  FROM ruled_{spec.name})
+            GROUP BY GROUPING SETS ((_reason0), ({", ".join(kq)}))
+            HAVING GROUPING(_reason0) = 0
+                OR ({" AND ".join(f"{k} IS NOT NULL" for k in kq)} AND COUNT(*) > 1)
+            """,
             file,
         )
+        renamed = ", ".join(f"{_q('k_' + k)} AS {_q('t_' + k)}" for k in key_cols)
+        engine.create_table(
+            f"dups_{spec.name}",
+            f"SELECT {renamed}, _first_row FROM scan_{spec.name} WHERE _set = 1",
+        )
+        rows = source.rows(
+            f"SELECT _set, _reason0, n, tmin, tmax FROM scan_{spec.name} ORDER BY _set", file
+        )
+        if not any(row[0] == 1 for row in rows):
+            scanned = [row[1:] for row in rows]
         on = " AND ".join(f"d.{_q('t_' + k)} = r.{_q('t_' + k)}" for k in key_cols)
         annotated_sql = f"""
         SELECT r.*, COALESCE(r._reason0, CASE WHEN r._row > d._first_row
@@ -688,18 +713,15 @@ def _load_table(
     else:  # kept in file order, so frames read like the file
         engine.create_table(spec.name, f"{clean_sql} ORDER BY _row", temp=False)
 
-    time_col = spec.time_column
-    time_expr = (
-        f", min(t_{time_col}) FILTER (WHERE reason IS NULL) AS tmin,"
-        f" max(t_{time_col}) FILTER (WHERE reason IS NULL) AS tmax"
-        if time_col
-        else ", NULL AS tmin, NULL AS tmax"
-    )
-    # A full scan: where a malformed CSV line surfaces if the duplicate check did not read it.
-    stats = source.rows(
-        f"SELECT reason, count(*) AS n {time_expr} FROM annotated_{spec.name} GROUP BY reason",
-        file,
-    )
+    # With duplicates (or no key) the report needs a scan of the annotated rows; for a keyless
+    # table it is the first full scan, where a malformed CSV line surfaces.
+    stats = scanned
+    if stats is None:
+        stats = source.rows(
+            f"SELECT reason, count(*) AS n, {tmin} AS tmin, {tmax} AS tmax "
+            f"FROM annotated_{spec.name} GROUP BY reason",
+            file,
+        )
     tr = TableReport(table=spec.name, file=file)
     times_min, times_max = [], []
     for reason, n, tmin, tmax in stats:

@@ -451,3 +451,13 @@ def test_a_duckdb_file_without_a_required_table_names_it(make_dataset, tmp_path)
     ) as err:
         load_dataset(file)
     assert "shop.duckdb" in str(err.value)
+
+
+def test_a_quarantined_duplicate_does_not_stretch_the_time_range(make_dataset):
+    late = {"account_id": "a1", "timestamp": "2031-01-01", "event": "late", "event_id": "e1"}
+    clean = load_dataset(make_dataset(name="clean")).report.tables["events"]
+    ds = load_dataset(make_dataset(extra={"events": [late]}))
+    report = ds.report.tables["events"]
+    assert report.quarantined == {"duplicate_event_id": 1}
+    assert (report.time_min, report.time_max) == (clean.time_min, clean.time_max)
+    assert report.rows_clean == clean.rows_clean and report.rows_read == clean.rows_read + 1
