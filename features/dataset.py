@@ -684,11 +684,10 @@ def _load_table(
             f"dups_{spec.name}",
             f"SELECT {renamed}, _first_row FROM scan_{spec.name} WHERE _set = 1",
         )
-        rows = source.rows(
-            f"SELECT _set, _reason0, n, tmin, tmax FROM scan_{spec.name} ORDER BY _set", file
-        )
-        if not any(row[0] == 1 for row in rows):
-            scanned = [row[1:] for row in rows]
+        if not source.rows(f"SELECT 1 FROM dups_{spec.name} LIMIT 1", file):
+            scanned = source.rows(
+                f"SELECT _reason0, n, tmin, tmax FROM scan_{spec.name} WHERE _set = 0", file
+            )
         on = " AND ".join(f"d.{_q('t_' + k)} = r.{_q('t_' + k)}" for k in key_cols)
         annotated_sql = f"""
         SELECT r.*, COALESCE(r._reason0, CASE WHEN r._row > d._first_row
