@@ -439,3 +439,14 @@ def test_nrr_upsold_vs_rest(ds):
     rest = one(table, period="2024Q1", group="rest")
     assert (rest["start_mrr"], rest["nrr"]) == (550, 1.0)  # a2 300, a3 100, a4 150
     assert "2024Q4" not in set(table["period"])  # no follow-up after the data ends
+
+
+def test_nrr_upsold_vs_rest_has_the_same_columns_with_no_periods(sim_data):
+    from features.analytics.value import nrr_upsold_vs_rest
+    from features.dataset import load_dataset
+
+    ds = load_dataset(sim_data, write_quarantine=False)
+    full = nrr_upsold_vs_rest(ds, cohort_freq="M")
+    empty = nrr_upsold_vs_rest(ds, cohort_freq="M", start="2100-01-01", end="2100-02-01")
+    assert len(full) > 0 and empty.empty
+    assert list(empty.columns) == list(full.columns)

@@ -166,6 +166,23 @@ def post_upsell_adoption(
     return out.reset_index()
 
 
+# Columns of `nrr_upsold_vs_rest`, with or without rows.
+_NRR_UPSOLD_COLUMNS = [
+    "period",
+    "group",
+    "window_start",
+    "window_end",
+    "days_observed",
+    "accounts",
+    "start_mrr",
+    "expansion_mrr",
+    "contraction_mrr",
+    "churn_mrr",
+    "nrr",
+    "grr",
+]
+
+
 def nrr_upsold_vs_rest(
     dataset: Dataset,
     *,
@@ -203,19 +220,7 @@ def nrr_upsold_vs_rest(
             )
         )
     if not parts:
-        return pd.DataFrame(
-            columns=[
-                "period",
-                "group",
-                "window_start",
-                "window_end",
-                "days_observed",
-                "accounts",
-                "start_mrr",
-                "nrr",
-                "grr",
-            ]
-        )
+        return pd.DataFrame(columns=_NRR_UPSOLD_COLUMNS)
     obs = pd.concat(parts, ignore_index=True)
     obs["obs_id"] = range(len(obs))
     detail = window_detail(dataset, obs).merge(obs[["obs_id", "group", "period"]], on="obs_id")
@@ -223,19 +228,4 @@ def nrr_upsold_vs_rest(
     spans = obs.groupby("period").agg(window_start=("ws", "first"), window_end=("we", "first"))
     out = out.merge(spans.reset_index(), on="period")
     out["days_observed"] = (out["window_end"] - out["window_start"]).dt.days
-    return out[
-        [
-            "period",
-            "group",
-            "window_start",
-            "window_end",
-            "days_observed",
-            "accounts",
-            "start_mrr",
-            "expansion_mrr",
-            "contraction_mrr",
-            "churn_mrr",
-            "nrr",
-            "grr",
-        ]
-    ]
+    return out[_NRR_UPSOLD_COLUMNS]
