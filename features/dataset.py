@@ -363,7 +363,6 @@ class _DuckDBFileSource(_DuckDBSource):
 
     def __init__(self, engine: DuckDBEngine, path: Path) -> None:
         super().__init__(engine)
-        self.path = path
         literal = str(path).replace("'", "''")
         try:
             self.con.execute(f"ATTACH '{literal}' AS {self.ALIAS} (READ_ONLY)")
