@@ -89,3 +89,18 @@ def test_fast_builder_equals_slow_reference(sim_data):
                 )
                 checked += 1
     assert checked > 500
+
+
+def test_benchmark_reference_computes_the_same_columns(sim_data):
+    """`make bench` compares the builder with one naive SQL query per date; that ratio means
+    something only if the query returns the builder's values, so check it on every account."""
+    from training.bench import _naive, reference_mismatches
+
+    ds = load_dataset(sim_data)
+    t = DATES[-1]
+    fast = build_feature_frame(ds, [t])
+    _, naive = _naive(str(sim_data), [t.date()])
+    columns, compared, bad = reference_mismatches(fast, naive)
+    assert len(columns) == 26
+    assert compared > 0.9 * len(fast)
+    assert bad == {}
