@@ -156,7 +156,9 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
         f"""
         WITH exp AS (
             SELECT account_id, effective_at AS expanded_at, change_kind, tier, prev_tier,
-                mrr, prev_mrr, seats, prev_seats
+                mrr, prev_mrr, seats, prev_seats,
+                CAST(DATE_DIFF('day', DATE '1970-01-01', CAST(effective_at AS DATE)) AS INTEGER)
+                    AS expanded_d
             FROM subscription_changes WHERE change_kind IN ({kinds})
         ),
         outcome AS (
@@ -174,12 +176,12 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
         adoption AS (
             SELECT e.account_id, e.expanded_at,
                 SUM(a.n_events) AS new_tier_events_30d,
-                COUNT(DISTINCT a.feature) AS new_tier_features_30d
+                COUNT(DISTINCT m.feature) AS new_tier_features_30d
             FROM exp e
             JOIN activity_day a ON a.account_id = e.account_id
-                AND a.day >= CAST(e.expanded_at AS DATE)
-                AND a.day < CAST(e.expanded_at AS DATE) + INTERVAL {windows.adoption_days:d} DAY
-                AND a.min_tier > e.prev_tier AND a.min_tier <= e.tier
+                AND a.d >= e.expanded_d AND a.d < e.expanded_d + {windows.adoption_days:d}
+            JOIN event_meta m ON m.event = a.event
+                AND m.min_tier > e.prev_tier AND m.min_tier <= e.tier
             GROUP BY e.account_id, e.expanded_at
         ),
         new_users AS (
