@@ -651,43 +651,51 @@ def _load_table(
         FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
     """
     engine.create_view(f"ruled_{spec.name}", ruled_sql)
+    # The typed rows with no rule applied: what the clean rows are when no row broke a rule.
+    engine.create_view(f"typed_{spec.name}", f"SELECT *, {typed} FROM {raw_view}")
     time_col = spec.time_column
     tmin, tmax = (f"min(t_{time_col})", f"max(t_{time_col})") if time_col else ("NULL", "NULL")
+    # One scan counts the rows per row-rule reason (the report's figures, unless duplicates
+    # turn up below). It is cheap: few groups; a keyless table's malformed CSV line surfaces
+    # here.
+    stats = source.rows(
+        f"SELECT _reason0, count(*) AS n, {tmin} AS tmin, {tmax} AS tmax "
+        f"FROM ruled_{spec.name} GROUP BY _reason0",
+        file,
+    )
+    rules_broken = any(reason is not None for reason, *_ in stats)
+    # Rows that passed the rules: without a broken rule, the typed rows as they are, so the
+    # large scans below (and the roll-ups, for events) skip the rules and their joins.
+    passed = (
+        f"(SELECT * FROM ruled_{spec.name} WHERE _reason0 IS NULL)"
+        if rules_broken
+        else f"typed_{spec.name}"
+    )
     key_cols = [k for k in spec.key if k in present]
-    scanned: list[tuple] | None = None  # per row-rule reason: rows, first and last time
+    duplicates = False
     if key_cols and len(key_cols) == len(spec.key):
-        # Duplicate keys among otherwise valid rows: keep the first in file order. One grouped
-        # scan finds the keys seen twice (a small table, rare in practice; later scans only
-        # probe it) and counts the rows per row-rule reason, so without duplicates those counts
-        # are the report and the file is read once here.
-        keyed = ", ".join(
-            f"CASE WHEN _reason0 IS NULL THEN {_q('t_' + k)} END AS {_q('k_' + k)}"
-            for k in key_cols
-        )
-        kq = [_q("k_" + k) for k in key_cols]
+        # Duplicate keys among rows that passed the rules: keep the first in file order. The
+        # search groups by the key alone (no other aggregate rides on its many groups); the
+        # first row of each duplicated key is then found among the few rows with that key.
+        tk = [_q("t_" + k) for k in key_cols]
+        keys = ", ".join(tk)
+        not_null = " AND ".join(f"{k} IS NOT NULL" for k in tk)
         source.materialize(
-            f"scan_{spec.name}",
-            f"""
-            SELECT GROUPING(_reason0) AS _set, _reason0, {", ".join(kq)},
-                COUNT(*) AS n, MIN(_row) AS _first_row, {tmin} AS tmin, {tmax} AS tmax
-            FROM (SELECT _reason0, _row, {f"t_{time_col}, " if time_col else ""}{keyed}
-                  FROM ruled_{spec.name})
-            GROUP BY GROUPING SETS ((_reason0), ({", ".join(kq)}))
-            HAVING GROUPING(_reason0) = 0
-                OR ({" AND ".join(f"{k} IS NOT NULL" for k in kq)} AND COUNT(*) > 1)
-            """,
+            f"dupkeys_{spec.name}",
+            f"SELECT {keys} FROM {passed} p WHERE {not_null} GROUP BY {keys} HAVING COUNT(*) > 1",
             file,
         )
-        renamed = ", ".join(f"{_q('k_' + k)} AS {_q('t_' + k)}" for k in key_cols)
-        engine.create_table(
+        duplicates = bool(source.rows(f"SELECT 1 FROM dupkeys_{spec.name} LIMIT 1", file))
+    if duplicates:
+        on = " AND ".join(f"d.{k} = p.{k}" for k in tk)
+        source.materialize(
             f"dups_{spec.name}",
-            f"SELECT {renamed}, _first_row FROM scan_{spec.name} WHERE _set = 1",
+            f"SELECT {', '.join(f'p.{k}' for k in tk)}, MIN(p._row) AS _first_row "
+            f"FROM {passed} p JOIN dupkeys_{spec.name} d ON {on} "
+            f"GROUP BY {', '.join(f'p.{k}' for k in tk)}",
+            file,
         )
-        if not source.rows(f"SELECT 1 FROM dups_{spec.name} LIMIT 1", file):
-            scanned = source.rows(
-                f"SELECT _reason0, n, tmin, tmax FROM scan_{spec.name} WHERE _set = 0", file
-            )
-        on = " AND ".join(f"d.{_q('t_' + k)} = r.{_q('t_' + k)}" for k in key_cols)
+        on = " AND ".join(f"d.{k} = r.{k}" for k in tk)
         annotated_sql = f"""
         SELECT r.*, COALESCE(r._reason0, CASE WHEN r._row > d._first_row
             THEN '{Reason.duplicate(spec.key)}' END) AS reason
@@ -703,7 +711,11 @@ def _load_table(
     select_clean = ", ".join(f"{expr} AS {_q(name)}" for name, expr in defaults.items())
     if extra_cols and spec.name == "accounts":  # static attributes are kept as they came
         select_clean += ", " + ", ".join(_q(c) for c in extra_cols)
-    clean_sql = f"SELECT {select_clean} FROM annotated_{spec.name} WHERE reason IS NULL"
+    clean_sql = (
+        f"SELECT {select_clean} FROM annotated_{spec.name} WHERE reason IS NULL"
+        if rules_broken or duplicates
+        else f"SELECT {select_clean} FROM typed_{spec.name}"  # every row is clean
+    )
     # Small tables are materialized (they are joined against); events stay a view so the
     # raw scan happens inside the roll-up query, not once more here.
     if spec.name == "events":
@@ -711,10 +723,7 @@ def _load_table(
     else:  # kept in file order, so frames read like the file
         engine.create_table(spec.name, f"{clean_sql} ORDER BY _row", temp=False)
 
-    # With duplicates (or no key) the report needs a scan of the annotated rows; for a keyless
-    # table it is the first full scan, where a malformed CSV line surfaces.
-    stats = scanned
-    if stats is None:
+    if duplicates:  # the report counts the duplicates too: one more scan, only then
         stats = source.rows(
             f"SELECT reason, count(*) AS n, {tmin} AS tmin, {tmax} AS tmax "
             f"FROM annotated_{spec.name} GROUP BY reason",
