@@ -30,6 +30,7 @@ from features.registry import (
     FEATURES,
     QUOTA_METRIC_COLUMNS,
     Feature,
+    distinct_parts,
     feature_list,
     metric_slug,
 )
@@ -71,6 +72,8 @@ SOURCES = {
     "team": ("users", "a.created_at < dt.as_of"),
     "first_use": ("first_use", "a.first_d >= dt.t - 30 AND a.first_d < dt.t"),
 }
+# The longest window: `as_of_days` holds every day within it before each as-of date.
+REACH = max(lo for lo, _ in WINDOWS.values())
 Progress = Callable[[str], None]
 
 
@@ -109,6 +112,14 @@ def as_of_frame(dates: Iterable[date]) -> pd.DataFrame:
     for col in ("as_of", "as_of_m30", "as_of_m90"):
         frame[col] = frame[col].astype("datetime64[us]")
     return frame
+
+
+def as_of_days_frame(dates: pd.DataFrame) -> pd.DataFrame:
+    """Every day in reach of each as-of date: (as_of, t, d) for t - REACH <= d < t."""
+    back = list(range(1, REACH + 1))
+    frame = dates[["as_of", "t"]].loc[dates.index.repeat(len(back))].reset_index(drop=True)
+    frame["d"] = frame["t"] - back * len(dates)
+    return frame.astype({"t": "int64", "d": "int64"})
 
 
 def quota_metrics(dataset: Dataset) -> list[str]:
@@ -183,11 +194,15 @@ def build_feature_frame(
 
     note("account state")
     engine.create_table("fs_state", _state_sql(wanted))
+    if not wanted:  # every account: roll-up rows meet their dates through the day alone
+        engine.register("as_of_days_df", as_of_days_frame(dates))
+        engine.create_table("as_of_days", "SELECT * FROM as_of_days_df")
+        engine.unregister("as_of_days_df")
     parts = []
     for source in SOURCES:
         note(source)
         if source in WINDOWED:
-            engine.create_table(f"fs_win_{source}", _windowed_sql(source))
+            engine.create_table(f"fs_win_{source}", _windowed_sql(source, every=not wanted))
         feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
         engine.create_table(f"fs_{source}", _aggregate_sql(source, feats))
         parts.append((source, feats))
@@ -245,8 +260,12 @@ def _state_sql(wanted_join: str) -> str:
     """
 
 
-def _windowed_sql(source: str) -> str:
-    """Per as-of date and group, the value summed over each window (the window rule)."""
+def _windowed_sql(source: str, every: bool = False) -> str:
+    """Per as-of date and group, the value summed over each window (the window rule).
+
+    With `every` account wanted, rows meet their as-of dates by an equi-join on the day with
+    the small `as_of_days` table; the family's aggregate keeps the accounts in `fs_state`.
+    Otherwise each row is matched to its own account's wanted dates first."""
     table, keys, value, windows = WINDOWED[source]
     reach = max(WINDOWS[w][0] for w in windows)
     sums = ",\n        ".join(
@@ -255,12 +274,17 @@ def _windowed_sql(source: str) -> str:
         for w in windows
     )
     group = ", ".join(f"a.{k}" for k in keys)
+    meet = (
+        f"JOIN as_of_days dt ON dt.d = a.d AND dt.d >= dt.t - {reach}"
+        if every
+        else f"""JOIN fs_state s ON s.account_id = a.account_id
+    JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t"""
+    )
     sql = f"""
     SELECT dt.as_of, {group},
         {sums}
     FROM {table} a
-    JOIN fs_state s ON s.account_id = a.account_id
-    JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t
+    {meet}
     GROUP BY dt.as_of, {group}
     """
     if source not in WINDOWED_ATTRIBUTES:
@@ -276,14 +300,7 @@ def _windowed_sql(source: str) -> str:
 
 def _aggregate_sql(source: str, feats: list[Feature]) -> str:
     if source in WINDOWED:
-        exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
-        return f"""
-    SELECT s.as_of, s.account_id,
-        {exprs}
-    FROM fs_win_{source} a
-    JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id
-    GROUP BY s.as_of, s.account_id
-    """
+        return _windowed_aggregate_sql(source, feats)
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
     return f"""
@@ -293,6 +310,61 @@ def _aggregate_sql(source: str, feats: list[Feature]) -> str:
     JOIN as_of_dates dt ON {reach}
     JOIN fs_state s ON s.as_of = dt.as_of AND s.account_id = a.account_id
     GROUP BY s.as_of, s.account_id
+    """
+
+
+def _windowed_aggregate_sql(source: str, feats: list[Feature]) -> str:
+    """Features over a pre-aggregated windowed source, one row per as-of date and account.
+
+    Distinct counts (`COUNT(DISTINCT CASE WHEN cond THEN value END)`) are computed as a flag
+    per value (did any row with it meet the condition?) summed per account: the same number,
+    without a distinct hash table per feature."""
+    rows = f"""fs_win_{source} a
+    JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id"""
+    plain = [f for f in feats if distinct_parts(f.sql) is None]
+    by_value: dict[str, list[tuple[Feature, str]]] = {}
+    for f in feats:
+        parts = distinct_parts(f.sql)
+        if parts is not None:
+            by_value.setdefault(parts[0], []).append((f, parts[1]))
+    exprs = "".join(f",\n        CAST({f.sql} AS DOUBLE) AS {f.name}" for f in plain)
+    ctes = [
+        f"""plain AS (
+    SELECT s.as_of, s.account_id{exprs}
+    FROM {rows}
+    GROUP BY s.as_of, s.account_id
+    )"""
+    ]
+    joins, cols = [], [f"p.{f.name}" for f in plain]
+    for i, (value, items) in enumerate(by_value.items()):
+        flags = ", ".join(
+            f"MAX(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {f.name}" for f, cond in items
+        )
+        sums = ", ".join(f"SUM({f.name}) AS {f.name}" for f, _ in items)
+        ctes.append(
+            f"""distinct_{i} AS (
+    SELECT as_of, account_id, {sums}
+    FROM (
+        SELECT s.as_of, s.account_id, {value} AS v, {flags}
+        FROM {rows}
+        WHERE {value} IS NOT NULL
+        GROUP BY s.as_of, s.account_id, {value}
+    ) per_value
+    GROUP BY as_of, account_id
+    )"""
+        )
+        joins.append(
+            f"LEFT JOIN distinct_{i} ON distinct_{i}.as_of = p.as_of "
+            f"AND distinct_{i}.account_id = p.account_id"
+        )
+        cols += [
+            f"CAST(COALESCE(distinct_{i}.{f.name}, 0) AS DOUBLE) AS {f.name}" for f, _ in items
+        ]
+    return f"""
+    WITH {", ".join(ctes)}
+    SELECT p.as_of, p.account_id, {", ".join(cols)}
+    FROM plain p
+    {" ".join(joins)}
     """
 
 

@@ -51,6 +51,18 @@ def _window_distinct(window: str, value: str, cond: str = "TRUE") -> str:
     return f"COUNT(DISTINCT CASE WHEN a.n_{window} > 0 AND {cond} THEN {value} END)"
 
 
+_DISTINCT = re.compile(r"COUNT\(DISTINCT CASE WHEN (?P<cond>.+) THEN (?P<value>a\.\w+) END\)")
+
+
+def distinct_parts(sql: str) -> tuple[str, str] | None:
+    """(value, condition) of a distinct count written by `_window_distinct`, else None.
+
+    The builder evaluates these counts in two steps, a flag per value and then their sum, which
+    gives the same number without one distinct hash table per feature."""
+    match = _DISTINCT.fullmatch(sql)
+    return (match["value"], match["cond"]) if match else None
+
+
 def _window_count(window: str) -> str:
     """Rows (users) with any activity in the window."""
     return f"SUM(CASE WHEN a.n_{window} > 0 THEN 1 ELSE 0 END)"
