@@ -64,16 +64,22 @@ WINDOWED_ATTRIBUTES = {
     ),
 }
 
-# Other sources: where their rows come from and which of them fall in an as-of date's reach.
+# Other sources: where their rows come from and which of them fall in an as-of date's reach:
+# a day column within so many days before it, or a condition on the as-of date row.
 SOURCES = {
     "activity": None,
     "users": None,
-    "days": ("account_day", "a.d >= dt.t - 90 AND a.d < dt.t"),
+    "days": ("account_day", ("a.d", 90)),
     "team": ("users", "a.created_at < dt.as_of"),
-    "first_use": ("first_use", "a.first_d >= dt.t - 30 AND a.first_d < dt.t"),
+    "first_use": ("first_use", ("a.first_d", 30)),
 }
-# The longest window: `as_of_days` holds every day within it before each as-of date.
-REACH = max(lo for lo, _ in WINDOWS.values())
+# The longest reach: `as_of_days` holds every day within it before each as-of date.
+REACH = max(
+    [lo for lo, _ in WINDOWS.values()]
+    + [src[1][1] for src in SOURCES.values() if src and isinstance(src[1], tuple)]
+)
+# The steps `build_feature_frame` reports to its `progress` callback, in order.
+STEPS = ("roll-ups", "account state", *SOURCES, "recency", "quota")
 Progress = Callable[[str], None]
 
 
@@ -204,7 +210,7 @@ def build_feature_frame(
         if source in WINDOWED:
             engine.create_table(f"fs_win_{source}", _windowed_sql(source, every=not wanted))
         feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
-        engine.create_table(f"fs_{source}", _aggregate_sql(source, feats))
+        engine.create_table(f"fs_{source}", _aggregate_sql(source, feats, every=not wanted))
         parts.append((source, feats))
     note("recency")
     engine.create_table("fs_recency", _RECENCY_SQL)
@@ -298,11 +304,23 @@ def _windowed_sql(source: str, every: bool = False) -> str:
     """
 
 
-def _aggregate_sql(source: str, feats: list[Feature]) -> str:
+def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> str:
     if source in WINDOWED:
         return _windowed_aggregate_sql(source, feats)
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
+    if isinstance(reach, tuple):
+        column, days = reach
+        if every and not any("s." in f.sql for f in feats):
+            # By the day alone (see `_windowed_sql`); the final join keeps fs_state's accounts.
+            return f"""
+    SELECT dt.as_of, a.account_id,
+        {exprs}
+    FROM {table} a
+    JOIN as_of_days dt ON dt.d = {column} AND dt.d >= dt.t - {days}
+    GROUP BY dt.as_of, a.account_id
+    """
+        reach = f"{column} >= dt.t - {days} AND {column} < dt.t"
     return f"""
     SELECT s.as_of, s.account_id,
         {exprs}

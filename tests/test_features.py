@@ -205,3 +205,11 @@ def test_pairs_restrict_to_account_and_date(tiny):
     assert frame[["account_id"]].to_dict("records") == [{"account_id": "a2"}]
     full = build_features(tiny, "2024-02-01")
     pd.testing.assert_frame_equal(frame, full[full.account_id == "a2"].reset_index(drop=True))
+
+
+def test_progress_reports_every_step_in_order(tiny):
+    from features.build import STEPS
+
+    seen: list[str] = []
+    build_feature_frame(tiny, ["2024-02-01"], progress=seen.append)
+    assert tuple(seen) == STEPS

@@ -168,7 +168,7 @@ def features(
     """Write the point-in-time feature frame: one row per active account and as-of date."""
     import pandas as pd
 
-    from features.build import build_feature_frame
+    from features.build import STEPS, build_feature_frame
 
     if engine not in ("duckdb", "spark"):
         raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
@@ -177,21 +177,11 @@ def features(
         (pd.Timestamp(ds.report.tables["events"].time_max) + pd.Timedelta(days=1)).date()
     ]
     with progress_bar("features") as progress:
-        steps = [
-            "roll-ups",
-            "account state",
-            "activity",
-            "users",
-            "team",
-            "first_use",
-            "recency",
-            "quota",
-        ]
-        task = progress.add_task("features", total=len(steps))
+        task = progress.add_task("features", total=len(STEPS))
         frame = build_feature_frame(
             ds, dates, progress=lambda step: progress.update(task, advance=1, description=step)
         )
-        progress.update(task, completed=len(steps), description="features")
+        progress.update(task, completed=len(STEPS), description="features")
     _write_frame(frame, out)
     console.print(
         f"Wrote {len(frame):,} rows x {frame.shape[1] - 2} features for "
