@@ -2,6 +2,7 @@
 the same run (never as absolute timings in unit tests).
 
     python -m training.bench [all|simulator|features|training|batch|service] [--quick]
+    python -m training.bench profile [--quick]   # where the features benchmark's time goes
 
 Each measured step runs in a fresh subprocess so its peak memory (max RSS) is its own. Simulated
 datasets are cached under `data/bench/` so repeated runs skip the simulation.
@@ -384,6 +385,49 @@ def bench_training(quick: bool) -> None:
     )
 
 
+def profile_features(quick: bool) -> None:
+    """Where the training-set build spends its time: seconds and rows per materialized table.
+
+    Not a target: it explains the `features` benchmark (run in this process, one dataset)."""
+    from features.dataset import load_dataset
+    from training.labels import observation_dates, propensity_training_set
+
+    path = str(dataset(5000 if quick else 50_000, 18))
+    started = time.perf_counter()
+    ds = load_dataset(path, write_quarantine=False)
+    loaded = time.perf_counter()
+    steps: list[tuple[str, float]] = []
+    create = ds.engine.create_table
+
+    def timed(name: str, sql: str, *args, **kwargs) -> None:
+        t0 = time.perf_counter()
+        create(name, sql, *args, **kwargs)
+        steps.append((name, time.perf_counter() - t0))
+
+    ds.engine.create_table = timed  # this process only
+    propensity_training_set(ds, observation_dates(ds)[-12:])
+    build = time.perf_counter() - loaded
+    total = loaded - started + build
+
+    def row(name: str, seconds: float, table: str | None = None) -> tuple[str, ...]:
+        count = ""
+        if table is not None and ds.engine.table_exists(table):
+            count = f"{ds.engine.df(f'SELECT COUNT(*) AS n FROM {table}')['n'].iloc[0]:,}"
+        return (name, f"{seconds:.2f}", count, f"{seconds / total:.0%}")
+
+    rows = [
+        row("load and validate every table", loaded - started),
+        *[row(name, seconds, name) for name, seconds in steps if seconds >= 0.01],
+        row("the rest (fetching frames, pandas, labels)", build - sum(t for _, t in steps)),
+        row("total", total),
+    ]
+    _table(
+        f"Training-set build, step by step ({ds.report.tables['events'].rows_clean:,} events)",
+        rows,
+        ["step (table materialized)", "seconds", "rows", "share"],
+    )
+
+
 BENCHES = {
     "simulator": bench_simulator,
     "features": bench_features,
@@ -397,7 +441,7 @@ def main(argv: list[str] | None = None) -> None:
         "which",
         nargs="*",
         default=["all"],
-        help=f"all or any of {', '.join(BENCHES)}, batch, service",
+        help=f"all or any of {', '.join(BENCHES)}, batch, service; or profile (not in all)",
     )
     parser.add_argument("--quick", action="store_true", help="Smaller sizes, for a smoke run.")
     args = parser.parse_args(argv)
@@ -412,6 +456,8 @@ def main(argv: list[str] | None = None) -> None:
             from training.bench_service import main as service_main
 
             service_main(quick=args.quick)
+        elif name == "profile":
+            profile_features(args.quick)
         elif name in BENCHES:
             BENCHES[name](args.quick)
         else:
