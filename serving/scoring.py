@@ -308,6 +308,27 @@ def humanize(name: str) -> str:
     return f"{label} [{metric}]" if metric else label
 
 
+# What an empty value means, where the feature's definition says: the whole reason's wording.
+MISSING = {
+    "days_since_last_expansion": "Never expanded",
+    "days_since_last_event": "No events yet",
+    "seat_utilization": "No seats bought",
+    "stickiness_30d": "No active users in 30 days",
+}
+
+
+def describe(name: str, value) -> str:
+    """A feature and its value in plain language ("Seat utilization 93%", "Never expanded")."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if name in MISSING:
+            return MISSING[name]
+        # The quota summaries are empty only when the plan has no quota limit; a per-metric
+        # column can also be empty for other reasons (month-to-date on the 1st).
+        if name.startswith("quota") and "__" not in name:
+            return f"{humanize(name)}: no limit on the plan"
+    return f"{humanize(name)} {format_value(name, value)}"
+
+
 def format_value(name: str, value) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "unknown"
@@ -356,7 +377,7 @@ def explain(
                     "feature": names[j],
                     "value": v,
                     "contribution": c,
-                    "text": f"{humanize(names[j])} {format_value(names[j], v)} ({c:+.2f})",
+                    "text": f"{describe(names[j], v)} ({c:+.2f})",
                 }
             )
         out.append(records)

@@ -29,6 +29,7 @@ from mlflow import MlflowClient
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.scoring import (
     Models,
+    describe,
     explain,
     explain_at,
     prepare_explainer,
@@ -475,3 +476,13 @@ def test_a_new_champion_is_served_without_restart(served):
     account_id = _sample_ids(served.snapshot)[0]
     body = served.post("/score", {"account_ids": [account_id]}).json()
     assert body["model_versions"][PROPENSITY_MODEL] == str(new.version)
+
+
+def test_an_empty_value_reads_as_what_it_means():
+    """A CSM reads 'Never expanded', not 'Days since last expansion unknown'."""
+    nan = float("nan")
+    assert describe("days_since_last_expansion", nan) == "Never expanded"
+    assert describe("days_since_last_expansion", 12.0) == "Days since last expansion 12 days"
+    assert describe("quota_util_max", nan) == "Highest quota use: no limit on the plan"
+    assert describe("quota_util_mtd__api_calls", nan).endswith(" unknown")  # on the 1st
+    assert describe("events_30d", None) == "Events (30 days) unknown"
