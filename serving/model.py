@@ -9,6 +9,7 @@ Contributions are additive on the raw margin (log-odds): `sum(contributions) + b
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -68,7 +69,9 @@ def fit_linear(frame: pd.DataFrame, y: np.ndarray, contract: ModelContract, c: f
     """Fit the logistic fallback / baseline on the contract's features."""
     numeric = [f for f in contract.features if f not in contract.categorical]
     x = frame[numeric].to_numpy(dtype="float64", na_value=np.nan)
-    medians = np.nan_to_num(np.nanmedian(np.where(np.isinf(x), np.nan, x), axis=0))
+    with warnings.catch_warnings():  # an all-missing column has no median: 0 below, no noise
+        warnings.simplefilter("ignore", RuntimeWarning)
+        medians = np.nan_to_num(np.nanmedian(np.where(np.isinf(x), np.nan, x), axis=0))
     filled = np.where(np.isnan(x), medians, x)
     means, scales = filled.mean(axis=0), filled.std(axis=0)
     scales = np.where(scales > 0, scales, 1.0)
