@@ -646,23 +646,24 @@ def _load_table(
     ]
     case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)
     row_reason = f"CASE {case} END" if case else "CAST(NULL AS VARCHAR)"
-    ruled_sql = f"""
-        SELECT r.*, {row_reason} AS _reason0
-        FROM (SELECT *, {typed} FROM {raw_view}) r {joins}
-    """
-    engine.create_view(f"ruled_{spec.name}", ruled_sql)
     # The typed rows with no rule applied: what the clean rows are when no row broke a rule.
     engine.create_view(f"typed_{spec.name}", f"SELECT *, {typed} FROM {raw_view}")
+    ruled_sql = f"""
+        SELECT r.*, {row_reason} AS _reason0
+        FROM typed_{spec.name} r {joins}
+    """
+    engine.create_view(f"ruled_{spec.name}", ruled_sql)
     time_col = spec.time_column
-    tmin, tmax = (f"min(t_{time_col})", f"max(t_{time_col})") if time_col else ("NULL", "NULL")
+    span = f"min(t_{time_col}), max(t_{time_col})" if time_col else "NULL, NULL"
+
+    def count_by(column: str, view: str) -> list[tuple]:
+        """Rows, first and last time per value of a reason column (a full scan, few groups)."""
+        sql = f"SELECT {column}, count(*), {span} FROM {view} GROUP BY {column}"
+        return source.rows(sql, file)
+
     # One scan counts the rows per row-rule reason (the report's figures, unless duplicates
-    # turn up below). It is cheap: few groups; a keyless table's malformed CSV line surfaces
-    # here.
-    stats = source.rows(
-        f"SELECT _reason0, count(*) AS n, {tmin} AS tmin, {tmax} AS tmax "
-        f"FROM ruled_{spec.name} GROUP BY _reason0",
-        file,
-    )
+    # turn up below); a keyless table's malformed CSV line surfaces here.
+    stats = count_by("_reason0", f"ruled_{spec.name}")
     rules_broken = any(reason is not None for reason, *_ in stats)
     # Rows that passed the rules: without a broken rule, the typed rows as they are, so the
     # large scans below (and the roll-ups, for events) skip the rules and their joins.
@@ -724,11 +725,7 @@ def _load_table(
         engine.create_table(spec.name, f"{clean_sql} ORDER BY _row", temp=False)
 
     if duplicates:  # the report counts the duplicates too: one more scan, only then
-        stats = source.rows(
-            f"SELECT reason, count(*) AS n, {tmin} AS tmin, {tmax} AS tmax "
-            f"FROM annotated_{spec.name} GROUP BY reason",
-            file,
-        )
+        stats = count_by("reason", f"annotated_{spec.name}")
     tr = TableReport(table=spec.name, file=file)
     times_min, times_max = [], []
     for reason, n, tmin, tmax in stats:
