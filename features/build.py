@@ -16,6 +16,7 @@ through sqlglot (`features.engine`); only the quota pivot and the finishing happ
 from __future__ import annotations
 
 import calendar
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -187,9 +188,7 @@ def build_feature_frame(
     spec = feature_spec(dataset)
     note("roll-ups")
     ensure_rollups(dataset)
-    engine.register("as_of_dates_df", dates)
-    engine.create_table("as_of_dates", "SELECT * FROM as_of_dates_df")
-    engine.unregister("as_of_dates_df")
+    _put(engine, "as_of_dates", dates)
     wanted = ""
     if pairs is not None:
         engine.register("wanted_df", pairs)
@@ -201,9 +200,7 @@ def build_feature_frame(
     note("account state")
     engine.create_table("fs_state", _state_sql(wanted))
     if not wanted:  # every account: roll-up rows meet their dates through the day alone
-        engine.register("as_of_days_df", as_of_days_frame(dates))
-        engine.create_table("as_of_days", "SELECT * FROM as_of_days_df")
-        engine.unregister("as_of_days_df")
+        _put(engine, "as_of_days", as_of_days_frame(dates))
     parts = []
     for source in SOURCES:
         note(source)
@@ -223,6 +220,13 @@ def build_feature_frame(
     frame = _add_quota_metric_columns(engine, frame, spec)
     frame = _blank_missing_sources(dataset, frame, spec)
     return _finish(frame, spec)
+
+
+def _put(engine: Engine, name: str, frame: pd.DataFrame) -> None:
+    """Materialize a small pandas frame as table `name` on the engine."""
+    engine.register(f"{name}_df", frame)
+    engine.create_table(name, f"SELECT * FROM {name}_df")
+    engine.unregister(f"{name}_df")
 
 
 # --- SQL ------------------------------------------------------------------------------------
@@ -304,6 +308,9 @@ def _windowed_sql(source: str, every: bool = False) -> str:
     """
 
 
+_READS_STATE = re.compile(r"\bs\.")  # an expression that reads the account's state row
+
+
 def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> str:
     if source in WINDOWED:
         return _windowed_aggregate_sql(source, feats)
@@ -311,7 +318,7 @@ def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> st
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
     if isinstance(reach, tuple):
         column, days = reach
-        if every and not any("s." in f.sql for f in feats):
+        if every and not any(_READS_STATE.search(f.sql) for f in feats):
             # By the day alone (see `_windowed_sql`); the final join keeps fs_state's accounts.
             return f"""
     SELECT dt.as_of, a.account_id,
@@ -339,11 +346,13 @@ def _windowed_aggregate_sql(source: str, feats: list[Feature]) -> str:
     without a distinct hash table per feature."""
     rows = f"""fs_win_{source} a
     JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id"""
-    plain = [f for f in feats if distinct_parts(f.sql) is None]
+    plain: list[Feature] = []
     by_value: dict[str, list[tuple[Feature, str]]] = {}
     for f in feats:
         parts = distinct_parts(f.sql)
-        if parts is not None:
+        if parts is None:
+            plain.append(f)
+        else:
             by_value.setdefault(parts[0], []).append((f, parts[1]))
     exprs = "".join(f",\n        CAST({f.sql} AS DOUBLE) AS {f.name}" for f in plain)
     ctes = [

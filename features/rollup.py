@@ -23,17 +23,18 @@ from features.dataset import Dataset
 from features.derived import create_subscription_changes
 from features.engine import Engine
 
-_DAY = "CAST(DATE_DIFF('day', DATE '1970-01-01', {col}) AS INTEGER)"
+# The day number of a DATE expression `{col}`: days since 1970-01-01, an INTEGER.
+DAY_NUMBER = "CAST(DATE_DIFF('day', DATE '1970-01-01', {col}) AS INTEGER)"
 
 ACTIVITY_DAY_SQL = f"""
-SELECT account_id, {_DAY.format(col='CAST("timestamp" AS DATE)')} AS d, event,
+SELECT account_id, {DAY_NUMBER.format(col='CAST("timestamp" AS DATE)')} AS d, event,
     COUNT(*) AS n_events, SUM(quantity) AS quantity
 FROM events
 GROUP BY account_id, d, event
 """
 
 USER_DAY_SQL = f"""
-SELECT account_id, {_DAY.format(col='CAST("timestamp" AS DATE)')} AS d, user_id
+SELECT account_id, {DAY_NUMBER.format(col='CAST("timestamp" AS DATE)')} AS d, user_id
 FROM events
 WHERE user_id IS NOT NULL
 GROUP BY account_id, d, user_id
@@ -52,8 +53,8 @@ SELECT DISTINCT account_id, d FROM activity_day
 
 QUOTA_DAY_SQL = f"""
 SELECT account_id, d, metric,
-    {_DAY.format(col="DATE_TRUNC('month', day)")} AS m,
-    {_DAY.format(col="DATE_TRUNC('month', day) + INTERVAL 1 MONTH")} AS m_next,
+    {DAY_NUMBER.format(col="DATE_TRUNC('month', day)")} AS m,
+    {DAY_NUMBER.format(col="DATE_TRUNC('month', day) + INTERVAL 1 MONTH")} AS m_next,
     quantity
 FROM (
     SELECT a.account_id, a.d, m.quota_metric AS metric, SUM(a.quantity) AS quantity,

@@ -317,9 +317,13 @@ MISSING = {
 }
 
 
+def _is_missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
 def describe(name: str, value) -> str:
     """A feature and its value in plain language ("Seat utilization 93%", "Never expanded")."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         if name in MISSING:
             return MISSING[name]
         # The quota summaries are empty only when the plan has no quota limit; a per-metric
@@ -330,7 +334,7 @@ def describe(name: str, value) -> str:
 
 
 def format_value(name: str, value) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _is_missing(value):
         return "unknown"
     if isinstance(value, str):
         return value

@@ -25,7 +25,7 @@ import pandas as pd
 from features.build import build_feature_frame, to_as_of
 from features.dataset import Dataset, load_dataset
 from features.derived import EXPANSION_KINDS
-from features.rollup import ensure_rollups
+from features.rollup import DAY_NUMBER, ensure_rollups
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -157,8 +157,7 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
         WITH exp AS (
             SELECT account_id, effective_at AS expanded_at, change_kind, tier, prev_tier,
                 mrr, prev_mrr, seats, prev_seats,
-                CAST(DATE_DIFF('day', DATE '1970-01-01', CAST(effective_at AS DATE)) AS INTEGER)
-                    AS expanded_d
+                {DAY_NUMBER.format(col="CAST(effective_at AS DATE)")} AS expanded_d
             FROM subscription_changes WHERE change_kind IN ({kinds})
         ),
         outcome AS (
