@@ -35,7 +35,7 @@ from features.registry import (
     feature_list,
     metric_slug,
 )
-from features.rollup import ensure_rollups
+from features.rollup import BLOCK_DAYS, BLOCK_TABLES, ensure_rollups
 
 EPOCH = date(1970, 1, 1)
 KEYS = ["as_of", "account_id"]
@@ -46,6 +46,8 @@ WINDOWS = {"7d": (7, 0), "14d": (14, 0), "30d": (30, 0), "prev30d": (60, 30), "9
 # Windowed sources: roll-up table, grouping keys, the value counted, and the windows needed.
 # They are pre-aggregated per as-of date into `fs_win_<source>` with one `n_<window>` column per
 # window, so each roll-up row is read once per date it can reach and features are plain sums.
+# A block table (`features.rollup.BLOCK_TABLES`) counts active days: the bits of its day mask
+# within the window's mask for that block (value None).
 WINDOWED = {
     "activity": (
         "activity_day",
@@ -53,7 +55,7 @@ WINDOWED = {
         "a.n_events",
         ("7d", "14d", "30d", "prev30d", "90d"),
     ),
-    "users": ("user_day", ("account_id", "user_id"), "1", ("7d", "30d", "prev30d")),
+    "users": ("user_block", ("account_id", "user_id"), None, ("7d", "30d", "prev30d")),
 }
 # Attributes joined onto a windowed source after its sums (they are functions of its keys,
 # so grouping by them too would only make the hash keys wider).
@@ -66,18 +68,24 @@ WINDOWED_ATTRIBUTES = {
 }
 
 # Other sources: where their rows come from and which of them fall in an as-of date's reach:
-# a day column within so many days before it, or a condition on the as-of date row.
+# a day column within so many days before it, the windows a block table is read for, or a
+# condition on the as-of date row.
 SOURCES = {
     "activity": None,
     "users": None,
-    "days": ("account_day", ("a.d", 90)),
+    "days": ("account_block", ("7d", "30d", "90d")),
     "team": ("users", "a.created_at < dt.as_of"),
     "first_use": ("first_use", ("a.first_d", 30)),
 }
-# The longest reach: `as_of_days` holds every day within it before each as-of date.
+# The longest reach: `as_of_days` holds every day within it before each as-of date, and
+# `as_of_blocks` every block that holds one.
 REACH = max(
     [lo for lo, _ in WINDOWS.values()]
-    + [src[1][1] for src in SOURCES.values() if src and isinstance(src[1], tuple)]
+    + [
+        src[1][1]
+        for src in SOURCES.values()
+        if src and src[0] not in BLOCK_TABLES and isinstance(src[1], tuple)
+    ]
 )
 # The steps `build_feature_frame` reports to its `progress` callback, in order.
 STEPS = ("roll-ups", "account state", *SOURCES, "recency", "quota")
@@ -127,6 +135,29 @@ def as_of_days_frame(dates: pd.DataFrame) -> pd.DataFrame:
     frame = dates[["as_of", "t"]].loc[dates.index.repeat(len(back))].reset_index(drop=True)
     frame["d"] = frame["t"] - back * len(dates)
     return frame.astype({"t": "int64", "d": "int64"})
+
+
+def window_mask(t: int, block: int, window: str) -> int:
+    """The bits of `block` whose days fall in `window` of as-of day `t` (the window rule)."""
+    lo, hi = WINDOWS[window]
+    start = block * BLOCK_DAYS
+    first = min(max(t - lo - start, 0), BLOCK_DAYS)
+    end = min(max(t - hi - start, 0), BLOCK_DAYS)
+    return (1 << end) - (1 << first) if end > first else 0
+
+
+def as_of_blocks_frame(dates: pd.DataFrame) -> pd.DataFrame:
+    """Every block in reach of each as-of date, with one day mask per window: (as_of, t, b,
+    w_<window>...). A block row's active days in a window are `BIT_COUNT(a.m & dt.w_<window>)`."""
+    rows = []
+    for as_of, t in zip(dates["as_of"], dates["t"], strict=True):
+        for b in range((t - REACH) // BLOCK_DAYS, (t - 1) // BLOCK_DAYS + 1):
+            row = {"as_of": as_of, "t": t, "b": b}
+            row.update({f"w_{w}": window_mask(t, b, w) for w in WINDOWS})
+            rows.append(row)
+    columns = ["as_of", "t", "b", *(f"w_{w}" for w in WINDOWS)]
+    frame = pd.DataFrame(rows, columns=columns)
+    return frame.astype({c: "int64" for c in columns if c != "as_of"})
 
 
 def quota_metrics(dataset: Dataset) -> list[str]:
@@ -199,6 +230,7 @@ def build_feature_frame(
 
     note("account state")
     engine.create_table("fs_state", _state_sql(wanted))
+    _put(engine, "as_of_blocks", as_of_blocks_frame(dates))
     if not wanted:  # every account: roll-up rows meet their dates through the day alone
         _put(engine, "as_of_days", as_of_days_frame(dates))
     parts = []
@@ -277,19 +309,25 @@ def _windowed_sql(source: str, every: bool = False) -> str:
     the small `as_of_days` table; the family's aggregate keeps the accounts in `fs_state`.
     Otherwise each row is matched to its own account's wanted dates first."""
     table, keys, value, windows = WINDOWED[source]
-    reach = max(WINDOWS[w][0] for w in windows)
-    sums = ",\n        ".join(
-        f"SUM(CASE WHEN a.d >= dt.t - {WINDOWS[w][0]} AND a.d < dt.t - {WINDOWS[w][1]} "
-        f"THEN {value} ELSE 0 END) AS n_{w}"
-        for w in windows
-    )
     group = ", ".join(f"a.{k}" for k in keys)
-    meet = (
-        f"JOIN as_of_days dt ON dt.d = a.d AND dt.d >= dt.t - {reach}"
-        if every
-        else f"""JOIN fs_state s ON s.account_id = a.account_id
+    if table in BLOCK_TABLES:
+        sums = ",\n        ".join(
+            f"SUM(CAST(BIT_COUNT(a.m & dt.w_{w}) AS INTEGER)) AS n_{w}" for w in windows
+        )
+        meet = _meet_blocks(windows, every)
+    else:
+        reach = max(WINDOWS[w][0] for w in windows)
+        sums = ",\n        ".join(
+            f"SUM(CASE WHEN a.d >= dt.t - {WINDOWS[w][0]} AND a.d < dt.t - {WINDOWS[w][1]} "
+            f"THEN {value} ELSE 0 END) AS n_{w}"
+            for w in windows
+        )
+        meet = (
+            f"JOIN as_of_days dt ON dt.d = a.d AND dt.d >= dt.t - {reach}"
+            if every
+            else f"""JOIN fs_state s ON s.account_id = a.account_id
     JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t"""
-    )
+        )
     sql = f"""
     SELECT dt.as_of, {group},
         {sums}
@@ -308,6 +346,16 @@ def _windowed_sql(source: str, every: bool = False) -> str:
     """
 
 
+def _meet_blocks(windows: Iterable[str], every: bool) -> str:
+    """Join block rows `a` to the as-of block rows `dt` whose masks for `windows` reach them:
+    by the block alone when every account is wanted, else through the account's dates."""
+    reach = " OR ".join(f"dt.w_{w} <> 0" for w in windows)
+    if every:
+        return f"JOIN as_of_blocks dt ON dt.b = a.b AND ({reach})"
+    return f"""JOIN fs_state s ON s.account_id = a.account_id
+    JOIN as_of_blocks dt ON dt.as_of = s.as_of AND dt.b = a.b AND ({reach})"""
+
+
 _READS_STATE = re.compile(r"\bs\.")  # an expression that reads the account's state row
 
 
@@ -316,6 +364,16 @@ def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> st
         return _windowed_aggregate_sql(source, feats)
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
+    if table in BLOCK_TABLES:
+        by_block = every and not any(_READS_STATE.search(f.sql) for f in feats)
+        key = "dt.as_of" if by_block else "s.as_of"
+        return f"""
+    SELECT {key} AS as_of, a.account_id,
+        {exprs}
+    FROM {table} a
+    {_meet_blocks(reach, by_block)}
+    GROUP BY {key}, a.account_id
+    """
     if isinstance(reach, tuple):
         column, days = reach
         if every and not any(_READS_STATE.search(f.sql) for f in feats):
@@ -395,25 +453,50 @@ def _windowed_aggregate_sql(source: str, feats: list[Feature]) -> str:
     """
 
 
-# Last active day before each as-of date. Each active day falls in the bucket of the first
-# as-of date after it; the latest day per account and bucket is then carried forward over the
-# (few) buckets, instead of sorting every account's whole timeline.
-_RECENCY_SQL = """
+def _highest_bit(x: str) -> str:
+    """SQL for the highest set bit of a positive BIGINT `x`. LOG2 is a float (Spark divides two
+    logarithms), so its floor is corrected by one either way against exact shifts."""
+    h, one = f"CAST(FLOOR(LOG2({x})) AS INTEGER)", "CAST(1 AS BIGINT)"
+    return (
+        f"({h} + CASE WHEN {x} >= {one} << ({h} + 1) THEN 1 ELSE 0 END"
+        f" - CASE WHEN {x} < {one} << {h} THEN 1 ELSE 0 END)"
+    )
+
+
+# Last active day before each as-of date, from the account's day masks. A block wholly before
+# an as-of date falls in the bucket of the first such date, and its last day is carried forward
+# over the (few) buckets; the block a date cuts adds its days before the date, which are later
+# than any whole block's.
+_CUT = f"(a.m & ((CAST(1 AS BIGINT) << CAST(m.t - {BLOCK_DAYS} * a.b AS INTEGER)) - 1))"
+_RECENCY_SQL = f"""
 WITH marks AS (
     SELECT as_of, t, ROW_NUMBER() OVER (ORDER BY t) AS i, LAG(t) OVER (ORDER BY t) AS t_prev
     FROM as_of_dates
 ),
-per_bucket AS (
-    SELECT a.account_id, m.i, MAX(a.d) AS last_d
-    FROM account_day a
-    JOIN marks m ON a.d < m.t AND (m.t_prev IS NULL OR a.d >= m.t_prev)
+whole AS (
+    SELECT a.account_id, m.i, MAX(a.last_d) AS last_d
+    FROM account_block a
+    JOIN marks m ON {BLOCK_DAYS} * a.b + {BLOCK_DAYS} <= m.t
+        AND (m.t_prev IS NULL OR {BLOCK_DAYS} * a.b + {BLOCK_DAYS} > m.t_prev)
     GROUP BY a.account_id, m.i
+),
+cut AS (
+    SELECT m.as_of, a.account_id,
+        {BLOCK_DAYS} * a.b + {_highest_bit(_CUT)} AS last_d
+    FROM account_block a
+    JOIN marks m ON a.b = CAST(FLOOR(m.t / {BLOCK_DAYS}) AS INTEGER)
+    WHERE {_CUT} <> 0
+),
+carried AS (
+    SELECT s.as_of, s.account_id, MAX(w.last_d) AS last_d
+    FROM fs_state s
+    JOIN marks m ON m.as_of = s.as_of
+    LEFT JOIN whole w ON w.account_id = s.account_id AND w.i <= m.i
+    GROUP BY s.as_of, s.account_id
 )
-SELECT s.as_of, s.account_id, MAX(p.last_d) AS last_event_day
-FROM fs_state s
-JOIN marks m ON m.as_of = s.as_of
-LEFT JOIN per_bucket p ON p.account_id = s.account_id AND p.i <= m.i
-GROUP BY s.as_of, s.account_id
+SELECT c.as_of, c.account_id, COALESCE(x.last_d, c.last_d) AS last_event_day
+FROM carried c
+LEFT JOIN cut x ON x.as_of = c.as_of AND x.account_id = c.account_id
 """
 
 # One row per as-of date, account and quota metric of its current plan. The current plan's

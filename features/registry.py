@@ -69,8 +69,9 @@ def _window_count(window: str) -> str:
 
 
 def _days_in(days: int) -> str:
-    """Active days of the account within the last `days` (source `days`)."""
-    return f"SUM(CASE WHEN a.d >= dt.t - {days} THEN 1 ELSE 0 END)"
+    """Active days of the account within the last `days` (source `days`: day-mask blocks `a.m`,
+    window masks `dt.w_<window>`)."""
+    return f"SUM(CAST(BIT_COUNT(a.m & dt.w_{days}d) AS INTEGER))"
 
 
 _IN_PLAN = "(a.min_tier IS NULL OR a.min_tier <= s.tier)"

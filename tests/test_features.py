@@ -6,10 +6,19 @@ import math
 
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from features.build import build_feature_frame, build_features
+from features.build import (
+    WINDOWS,
+    _highest_bit,
+    as_of_blocks_frame,
+    build_feature_frame,
+    build_features,
+)
 from features.dataset import load_dataset
 from features.registry import feature_names
+from features.rollup import BLOCK_DAYS
 
 CATALOG = [
     {"event": "login", "feature": None, "workflow": "core"},
@@ -213,3 +222,54 @@ def test_progress_reports_every_step_in_order(tiny):
     seen: list[str] = []
     build_feature_frame(tiny, ["2024-02-01"], progress=seen.append)
     assert tuple(seen) == STEPS
+
+
+# --- day masks: 32-day blocks with one bit per day (features.rollup) -------------------------
+
+# Day 19744 (2024-01-22) is the first day of a block; 19743 (2024-01-21) the last of the one
+# before; the base dataset's login on 2024-01-03 (19725) is in that earlier block too.
+EDGE_EVENTS = [
+    ev(11, "a1", "2024-01-21T23:59:59", "login", user="u1"),
+    ev(12, "a1", "2024-01-22T00:00:00", "login", user="u3"),
+]
+
+
+@pytest.mark.parametrize(
+    ("as_of", "since_last", "days_7", "days_30", "days_90", "users_7", "user_days_30"),
+    [
+        ("2024-01-22", 1, 1, 2, 2, 1, 2),  # the date starts a block: no day of it counts yet
+        ("2024-01-23", 1, 2, 3, 3, 2, 3),  # the date cuts the block after its first day
+        ("2024-04-01", 70, 0, 0, 3, 0, 0),  # the last event is in a whole block, far back
+    ],
+)
+def test_active_days_users_and_recency_at_block_edges(
+    make_dataset, as_of, since_last, days_7, days_30, days_90, users_7, user_days_30
+):
+    users = [{"user_id": "u3", "account_id": "a1", "created_at": "2024-01-01"}]
+    ds = load_dataset(make_dataset(extra={"events": EDGE_EVENTS, "users": users}))
+    r = row(build_features(ds, as_of), "a1", as_of)
+    assert r.days_since_last_event == since_last
+    assert (r.active_days_7d, r.active_days_30d, r.active_days_90d) == (days_7, days_30, days_90)
+    assert r.active_users_7d == users_7
+    assert r.user_days_30d == user_days_30
+
+
+@given(t=st.integers(-40_000, 40_000), window=st.sampled_from(sorted(WINDOWS)))
+def test_window_masks_cover_exactly_the_window_days(t, window):
+    """The masks of `as_of_blocks` hold exactly the days the window rule counts."""
+    dates = pd.DataFrame({"as_of": [pd.Timestamp("2024-01-01")], "t": [t]})
+    days = set()
+    for b, mask in as_of_blocks_frame(dates)[["b", f"w_{window}"]].itertuples(index=False):
+        days |= {BLOCK_DAYS * b + i for i in range(BLOCK_DAYS) if mask >> i & 1}
+    lo, hi = WINDOWS[window]
+    assert days == set(range(t - lo, t - hi))
+
+
+def test_highest_bit_sql_is_exact(tiny):
+    """The recency's highest set bit, around every power of two a block mask can hold."""
+    values = sorted({v for k in range(33) for v in (2**k - 1, 2**k, 2**k + 1) if 0 < v < 2**32})
+    sql = " UNION ALL ".join(
+        f"SELECT {v} AS v, {_highest_bit(f'CAST({v} AS BIGINT)')} AS h" for v in values
+    )
+    got = tiny.engine.df(sql)
+    assert got["h"].tolist() == [v.bit_length() - 1 for v in got["v"]]

@@ -129,6 +129,18 @@ def test_features_equal(both) -> None:
     assert_same(a, b)
 
 
+def test_highest_bit_is_exact_on_spark(both) -> None:
+    """Spark's LOG2 divides two logarithms; the recency's correction keeps the bit exact."""
+    from features.build import _highest_bit
+
+    values = sorted({v for k in range(33) for v in (2**k - 1, 2**k, 2**k + 1) if 0 < v < 2**32})
+    sql = " UNION ALL ".join(
+        f"SELECT {v} AS v, {_highest_bit(f'CAST({v} AS BIGINT)')} AS h" for v in values
+    )
+    got = both[1].engine.df(sql)
+    assert got["h"].tolist() == [v.bit_length() - 1 for v in got["v"]]
+
+
 def test_labels_and_training_sets_equal(both) -> None:
     duck, sp = both
     dates = observation_dates(duck)
