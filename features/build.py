@@ -35,7 +35,7 @@ from features.registry import (
     feature_list,
     metric_slug,
 )
-from features.rollup import BLOCK_DAYS, BLOCK_TABLES, ensure_rollups
+from features.rollup import BLOCK_DAYS, BLOCK_TABLES, NUMBERED, ensure_rollups
 
 EPOCH = date(1970, 1, 1)
 KEYS = ["as_of", "account_id"]
@@ -63,7 +63,7 @@ WINDOWED_ATTRIBUTES = {
     "activity": (
         "event_meta",
         ("event",),
-        ("feature", "workflow", "power", "min_tier", "signal"),
+        ("feature", "workflow", "power", "min_tier", "signal", "feature_no", "workflow_no"),
     ),
 }
 
@@ -134,7 +134,8 @@ def as_of_days_frame(dates: pd.DataFrame) -> pd.DataFrame:
     back = list(range(1, REACH + 1))
     frame = dates[["as_of", "t"]].loc[dates.index.repeat(len(back))].reset_index(drop=True)
     frame["d"] = frame["t"] - back * len(dates)
-    return frame.astype({"t": "int64", "d": "int64"})
+    # INTEGER like the roll-ups' day numbers, so the join compares them without a cast.
+    return frame.astype({"t": "int32", "d": "int32"})
 
 
 def window_mask(t: int, block: int, window: str) -> int:
@@ -157,7 +158,7 @@ def as_of_blocks_frame(dates: pd.DataFrame) -> pd.DataFrame:
             rows.append(row)
     columns = ["as_of", "t", "b", *(f"w_{w}" for w in WINDOWS)]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({c: "int64" for c in columns if c != "as_of"})
+    return frame.astype({"t": "int32", "b": "int32"} | {f"w_{w}": "int64" for w in WINDOWS})
 
 
 def quota_metrics(dataset: Dataset) -> list[str]:
@@ -233,13 +234,16 @@ def build_feature_frame(
     _put(engine, "as_of_blocks", as_of_blocks_frame(dates))
     if not wanted:  # every account: roll-up rows meet their dates through the day alone
         _put(engine, "as_of_days", as_of_days_frame(dates))
+    words = _set_words(engine)
     parts = []
     for source in SOURCES:
         note(source)
         if source in WINDOWED:
             engine.create_table(f"fs_win_{source}", _windowed_sql(source, every=not wanted))
         feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
-        engine.create_table(f"fs_{source}", _aggregate_sql(source, feats, every=not wanted))
+        engine.create_table(
+            f"fs_{source}", _aggregate_sql(source, feats, every=not wanted, words=words)
+        )
         parts.append((source, feats))
     note("recency")
     engine.create_table("fs_recency", _RECENCY_SQL)
@@ -359,9 +363,11 @@ def _meet_blocks(windows: Iterable[str], every: bool) -> str:
 _READS_STATE = re.compile(r"\bs\.")  # an expression that reads the account's state row
 
 
-def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> str:
+def _aggregate_sql(
+    source: str, feats: list[Feature], every: bool = False, words: dict[str, int] | None = None
+) -> str:
     if source in WINDOWED:
-        return _windowed_aggregate_sql(source, feats)
+        return _windowed_aggregate_sql(source, feats, words or {})
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
     if table in BLOCK_TABLES:
@@ -396,60 +402,51 @@ def _aggregate_sql(source: str, feats: list[Feature], every: bool = False) -> st
     """
 
 
-def _windowed_aggregate_sql(source: str, feats: list[Feature]) -> str:
+# Bits per word of a value set: 63, so a word's bits never reach the sign bit of a BIGINT.
+WORD_BITS = 63
+
+
+def _set_words(engine: Engine) -> dict[str, int]:
+    """How many BIGINT words hold a set of each numbered value (`features.rollup.NUMBERED`)."""
+    top = engine.df(f"SELECT {', '.join(f'MAX({v}_no) AS {v}' for v in NUMBERED)} FROM event_meta")
+    return {v: 0 if pd.isna(top.at[0, v]) else int(top.at[0, v]) // WORD_BITS + 1 for v in NUMBERED}
+
+
+def _windowed_aggregate_sql(source: str, feats: list[Feature], words: dict[str, int]) -> str:
     """Features over a pre-aggregated windowed source, one row per as-of date and account.
 
-    Distinct counts (`COUNT(DISTINCT CASE WHEN cond THEN value END)`) are computed as a flag
-    per value (did any row with it meet the condition?) summed per account: the same number,
-    without a distinct hash table per feature."""
-    rows = f"""fs_win_{source} a
-    JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id"""
-    plain: list[Feature] = []
-    by_value: dict[str, list[tuple[Feature, str]]] = {}
+    A distinct count (`COUNT(DISTINCT CASE WHEN cond THEN a.<value> END)`) is the size of the
+    set of values whose rows meet the condition: that set is OR-ed together as the bits of
+    `words[value]` BIGINT words of value numbers (`<value>_no`), and its bits are counted. The
+    same number as the distinct count, in the one pass over the rows that the sums make."""
+    inner, outer = [], []
     for f in feats:
         parts = distinct_parts(f.sql)
         if parts is None:
-            plain.append(f)
-        else:
-            by_value.setdefault(parts[0], []).append((f, parts[1]))
-    exprs = "".join(f",\n        CAST({f.sql} AS DOUBLE) AS {f.name}" for f in plain)
-    ctes = [
-        f"""plain AS (
-    SELECT s.as_of, s.account_id{exprs}
-    FROM {rows}
-    GROUP BY s.as_of, s.account_id
-    )"""
-    ]
-    joins, cols = [], [f"p.{f.name}" for f in plain]
-    for i, (value, items) in enumerate(by_value.items()):
-        flags = ", ".join(
-            f"MAX(CASE WHEN {cond} THEN 1 ELSE 0 END) AS {f.name}" for f, cond in items
-        )
-        sums = ", ".join(f"SUM({f.name}) AS {f.name}" for f, _ in items)
-        ctes.append(
-            f"""distinct_{i} AS (
-    SELECT as_of, account_id, {sums}
-    FROM (
-        SELECT s.as_of, s.account_id, {value} AS v, {flags}
-        FROM {rows}
-        WHERE {value} IS NOT NULL
-        GROUP BY s.as_of, s.account_id, {value}
-    ) per_value
-    GROUP BY as_of, account_id
-    )"""
-        )
-        joins.append(
-            f"LEFT JOIN distinct_{i} ON distinct_{i}.as_of = p.as_of "
-            f"AND distinct_{i}.account_id = p.account_id"
-        )
-        cols += [
-            f"CAST(COALESCE(distinct_{i}.{f.name}, 0) AS DOUBLE) AS {f.name}" for f, _ in items
-        ]
+            inner.append(f"CAST({f.sql} AS DOUBLE) AS {f.name}")
+            outer.append(f.name)
+            continue
+        value, cond = parts
+        number = f"{value}_no"
+        if value.removeprefix("a.") not in words:
+            raise ValueError(f"{f.name}: no numbered value {value} (features.rollup.NUMBERED)")
+        bits = []
+        for k in range(words[value.removeprefix("a.")]):
+            lo = k * WORD_BITS
+            inner.append(
+                f"BIT_OR(CASE WHEN {cond} AND {number} >= {lo} AND {number} < {lo + WORD_BITS} "
+                f"THEN CAST(1 AS BIGINT) << ({number} - {lo}) ELSE 0 END) AS {f.name}__{k}"
+            )
+            bits.append(f"CAST(BIT_COUNT({f.name}__{k}) AS INTEGER)")
+        outer.append(f"CAST({' + '.join(bits) or '0'} AS DOUBLE) AS {f.name}")
     return f"""
-    WITH {", ".join(ctes)}
-    SELECT p.as_of, p.account_id, {", ".join(cols)}
-    FROM plain p
-    {" ".join(joins)}
+    SELECT as_of, account_id, {", ".join(outer)}
+    FROM (
+        SELECT s.as_of, s.account_id, {", ".join(inner)}
+        FROM fs_win_{source} a
+        JOIN fs_state s ON s.as_of = a.as_of AND s.account_id = a.account_id
+        GROUP BY s.as_of, s.account_id
+    ) sets
     """
 
 

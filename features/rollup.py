@@ -9,7 +9,8 @@ instead of the raw events:
   (distinct active users and user-days over any window; a fifth of the rows of a
   user x day table, and as exact);
 - `event_meta`: each event seen, with its catalog meaning (feature, workflow, power, min_tier,
-  signal, quota_metric); a few rows, joined where a feature needs the meaning;
+  signal, quota_metric) and a number for each feature and workflow; a few rows, joined where
+  a feature needs the meaning;
 - `account_block`: account x 32-day block, days with any event as a mask, and the last one
   (active days, recency);
 - `quota_day`: account x day x quota metric, quantity toward the quota, with month bounds;
@@ -58,11 +59,23 @@ FROM (
 GROUP BY account_id, user_id, b
 """
 
-EVENT_META_SQL = """
-SELECT r.event, COALESCE(c.feature, r.event) AS feature, c.workflow,
-    COALESCE(c.power, false) AS power, c.min_tier, c.signal, c.quota_metric
-FROM (SELECT DISTINCT event FROM activity_day) r
-LEFT JOIN event_catalog c ON c.event = r.event
+# Values that distinct counts count, numbered 0.. in `event_meta` as `<value>_no` so a set of
+# them is the bits of a few BIGINT words (`features.build`).
+NUMBERED = ("feature", "workflow")
+EVENT_META_SQL = f"""
+SELECT *, {
+    ", ".join(
+        f"CASE WHEN {v} IS NOT NULL THEN CAST(DENSE_RANK() OVER (ORDER BY {v}) - 1 AS INTEGER) END"
+        f" AS {v}_no"
+        for v in NUMBERED
+    )
+}
+FROM (
+    SELECT r.event, COALESCE(c.feature, r.event) AS feature, c.workflow,
+        COALESCE(c.power, false) AS power, c.min_tier, c.signal, c.quota_metric
+    FROM (SELECT DISTINCT event FROM activity_day) r
+    LEFT JOIN event_catalog c ON c.event = r.event
+) m
 """
 
 ACCOUNT_BLOCK_SQL = f"""

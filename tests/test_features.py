@@ -273,3 +273,16 @@ def test_highest_bit_sql_is_exact(tiny):
     )
     got = tiny.engine.df(sql)
     assert got["h"].tolist() == [v.bit_length() - 1 for v in got["v"]]
+
+
+def test_distinct_counts_beyond_one_word_of_bits(make_dataset):
+    """A set of values is held in 63-bit words: 70 catalog features need two of them."""
+    catalog = [
+        {"event": f"f{i}", "feature": f"feat{i}", "workflow": f"wf{i % 3}"} for i in range(70)
+    ]
+    events = [ev(100 + i, "a1", "2024-01-20T10:00:00", f"f{i}") for i in range(66)]
+    ds = load_dataset(make_dataset(extra={"events": events}, replace={"event_catalog": catalog}))
+    r = row(build_features(ds, "2024-02-01"), "a1", "2024-02-01")
+    assert r.distinct_features_30d == 67  # 66 catalog features and the base dataset's login
+    assert r.distinct_workflows_30d == 3
+    assert r.new_features_30d == 67
