@@ -248,12 +248,11 @@ def build_feature_frame(
     note("recency")
     engine.create_table("fs_recency", _RECENCY_SQL)
     note("quota")
-    engine.create_table("fs_quota_long", _QUOTA_LONG_SQL)
-    frame = engine.df(_final_sql(parts))
+    engine.create_table("fs_quota_long", _quota_long_sql(every=not wanted))
+    frame = engine.df(_final_sql(parts, spec.metrics))
     if wanted:
         engine.unregister("wanted_df")
 
-    frame = _add_quota_metric_columns(engine, frame, spec)
     frame = _blank_missing_sources(dataset, frame, spec)
     return _finish(frame, spec)
 
@@ -498,7 +497,27 @@ LEFT JOIN cut x ON x.as_of = c.as_of AND x.account_id = c.account_id
 
 # One row per as-of date, account and quota metric of its current plan. The current plan's
 # limit is used for every window: pressure against today's limit is what an upsell relieves.
-_QUOTA_LONG_SQL = """
+# `near` holds the quota rows within 90 days before each date (the windows below reach back to
+# the start of the previous month, at most 62 days).
+_QUOTA_NEAR_EVERY = """
+    SELECT b.*, q.d, q.m, q.m_next, q.quantity
+    FROM quota_day q
+    JOIN as_of_days dt ON dt.d = q.d
+    JOIN base b ON b.as_of = dt.as_of AND b.account_id = q.account_id AND b.metric = q.metric
+"""
+_QUOTA_NEAR_PAIRS = f"""
+    SELECT b.*, q.d, q.m, q.m_next, q.quantity
+    FROM base b
+    JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
+        AND q.d >= b.t - {REACH} AND q.d < b.t
+"""
+assert REACH >= 62, "the quota windows reach back to the previous month's first day"
+
+
+def _quota_long_sql(every: bool) -> str:
+    """`fs_quota_long`; with `every` account wanted, quota rows meet their dates by the day."""
+    near = _QUOTA_NEAR_EVERY if every else _QUOTA_NEAR_PAIRS
+    return f"""
 WITH base AS (
     SELECT s.as_of, s.account_id, l.metric, l.monthly_limit AS lim,
         dt.t, dt.m0, dt.pm0, dt.dim, dt.elapsed
@@ -506,24 +525,23 @@ WITH base AS (
     JOIN as_of_dates dt ON dt.as_of = s.as_of
     JOIN plan_limits l ON l.plan_id = s.plan_id
 ),
+near AS ({near}),
 usage AS (
-    SELECT b.as_of, b.account_id, b.metric,
-        SUM(CASE WHEN q.d >= b.t - 30 THEN q.quantity ELSE 0 END) AS usage_30d,
-        SUM(CASE WHEN q.d >= b.pm0 AND q.d < b.m0 THEN q.quantity ELSE 0 END) AS usage_last_month,
-        SUM(CASE WHEN q.d >= b.m0 THEN q.quantity ELSE 0 END) AS usage_mtd
-    FROM base b
-    JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
-        AND q.d >= LEAST(b.t - 30, b.pm0) AND q.d < b.t
-    GROUP BY b.as_of, b.account_id, b.metric
+    SELECT as_of, account_id, metric,
+        SUM(CASE WHEN d >= t - 30 THEN quantity ELSE 0 END) AS usage_30d,
+        SUM(CASE WHEN d >= pm0 AND d < m0 THEN quantity ELSE 0 END) AS usage_last_month,
+        SUM(CASE WHEN d >= m0 THEN quantity ELSE 0 END) AS usage_mtd
+    FROM near
+    WHERE d >= LEAST(t - 30, pm0)
+    GROUP BY as_of, account_id, metric
 ),
 cum AS (
-    SELECT b.as_of, b.account_id, b.metric, b.t, b.lim, q.m, q.m_next, q.d,
+    SELECT q.as_of, q.account_id, q.metric, q.t, q.lim, q.m, q.m_next, q.d,
         SUM(q.quantity) OVER (
-            PARTITION BY b.as_of, b.account_id, b.metric, q.m ORDER BY q.d
+            PARTITION BY q.as_of, q.account_id, q.metric, q.m ORDER BY q.d
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
-    FROM base b
-    JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
-        AND q.m_next > b.t - 30 AND q.d < b.t
+    FROM near q
+    WHERE q.m_next > q.t - 30
 ),
 crossing AS (
     SELECT as_of, account_id, metric, m, MIN(m_next) AS m_next, MIN(t) AS t, MIN(d) AS cross_d
@@ -559,7 +577,23 @@ WHERE COALESCE(base_mrr, 0) + COALESCE(seat_mrr, 0) > 0
 """
 
 
-def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
+def _quota_metric_columns(metrics: Iterable[str]) -> list[tuple[str, str]]:
+    """(column, SQL over `fs_quota_long q`) of each per-metric quota feature: the long table
+    pivoted by conditional aggregation, one column per metric slug and measure."""
+    by_slug: dict[str, list[str]] = {}
+    for metric in sorted(set(metrics)):
+        by_slug.setdefault(metric_slug(metric), []).append(metric)
+    out = []
+    for slug, names in by_slug.items():
+        values = ", ".join("'" + m.replace("'", "''") + "'" for m in names)
+        out += [
+            (f"quota_{c}__{slug}", f"MAX(CASE WHEN q.metric IN ({values}) THEN q.{c} END)")
+            for c in QUOTA_METRIC_COLUMNS
+        ]
+    return out
+
+
+def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = ()) -> str:
     """Join every family onto the state rows, then compute the derived features."""
     cols = [
         "s.as_of",
@@ -578,8 +612,12 @@ def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
             f"AND fs_{source}.account_id = s.account_id"
         )
     quota = [f for f in FEATURES if f.stage == "quota"]
-    quota_exprs = ", ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in quota)
-    cols += [f"qa.{f.name}" for f in quota]
+    per_metric = _quota_metric_columns(metrics)
+    quota_exprs = ", ".join(
+        [f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in quota]
+        + [f"CAST({sql} AS DOUBLE) AS {name}" for name, sql in per_metric]
+    )
+    cols += [f"qa.{f.name}" for f in quota] + [f"qa.{name}" for name, _ in per_metric]
     derived = ",\n    ".join(
         f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES if f.stage == "derived"
     )
@@ -604,31 +642,6 @@ def _final_sql(parts: list[tuple[str, list[Feature]]]) -> str:
 # --- pandas finishing -----------------------------------------------------------------------
 
 
-def _add_quota_metric_columns(
-    engine: Engine, frame: pd.DataFrame, spec: FeatureSpec
-) -> pd.DataFrame:
-    """Pivot the long quota table into one column per metric and measure (names from data)."""
-    if not spec.metrics:
-        return frame
-    long = engine.df("SELECT * FROM fs_quota_long")
-    if long.empty:
-        for metric in spec.metrics:
-            for column in QUOTA_METRIC_COLUMNS:
-                frame[f"quota_{column}__{metric_slug(metric)}"] = float("nan")
-        return frame
-    slugs = {m: metric_slug(m) for m in long["metric"].unique()}  # a regex per metric, not row
-    long["metric"] = long["metric"].map(slugs)
-    wide = long.pivot_table(
-        index=KEYS,
-        columns="metric",
-        values=list(QUOTA_METRIC_COLUMNS),
-        aggfunc="max",
-        dropna=False,
-    )
-    wide.columns = [f"quota_{column}__{metric}" for column, metric in wide.columns]
-    return frame.merge(wide.reset_index(), on=KEYS, how="left")
-
-
 def _blank_missing_sources(dataset: Dataset, frame: pd.DataFrame, spec: FeatureSpec):
     """Features whose optional table is absent are left empty (NaN), not zero."""
     for f in spec.features:
@@ -649,6 +662,6 @@ def _finish(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
             out[f.name] = (
                 out[f.name].astype("string").astype(object).where(out[f.name].notna(), None)
             )
-        else:
+        elif out[f.name].dtype != "float64":  # most columns are already: no copy for them
             out[f.name] = out[f.name].astype("float64")
     return out.reset_index(drop=True)
