@@ -249,11 +249,11 @@ def build_feature_frame(
     engine.create_table("fs_recency", _RECENCY_SQL)
     note("quota")
     engine.create_table("fs_quota_long", _quota_long_sql(every=not wanted))
-    frame = engine.df(_final_sql(parts, spec.metrics))
+    # Features whose optional table is absent are left empty (NaN), not zero.
+    blank = {f.name for f in spec.features if f.requires and not dataset.has(f.requires)}
+    frame = engine.df(_final_sql(parts, spec, blank))
     if wanted:
         engine.unregister("wanted_df")
-
-    frame = _blank_missing_sources(dataset, frame, spec)
     return _finish(frame, spec)
 
 
@@ -593,8 +593,11 @@ def _quota_metric_columns(metrics: Iterable[str]) -> list[tuple[str, str]]:
     return out
 
 
-def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = ()) -> str:
-    """Join every family onto the state rows, then compute the derived features."""
+def _final_sql(
+    parts: list[tuple[str, list[Feature]]], spec: FeatureSpec, blank: set[str] = frozenset()
+) -> str:
+    """Join every family onto the state rows, compute the derived features, and return the
+    keys and `spec`'s features in model order (those in `blank` empty)."""
     cols = [
         "s.as_of",
         "s.account_id",
@@ -612,7 +615,7 @@ def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = 
             f"AND fs_{source}.account_id = s.account_id"
         )
     quota = [f for f in FEATURES if f.stage == "quota"]
-    per_metric = _quota_metric_columns(metrics)
+    per_metric = _quota_metric_columns(spec.metrics)
     quota_exprs = ", ".join(
         [f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in quota]
         + [f"CAST({sql} AS DOUBLE) AS {name}" for name, sql in per_metric]
@@ -620,6 +623,9 @@ def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = 
     cols += [f"qa.{f.name}" for f in quota] + [f"qa.{name}" for name, _ in per_metric]
     derived = ",\n    ".join(
         f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES if f.stage == "derived"
+    )
+    out = ", ".join(
+        f"CAST(NULL AS DOUBLE) AS {name}" if name in blank else name for name in spec.names
     )
     return f"""
     WITH joined AS (
@@ -631,10 +637,14 @@ def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = 
             SELECT q.as_of, q.account_id, {quota_exprs}
             FROM fs_quota_long q GROUP BY q.as_of, q.account_id
         ) qa ON qa.as_of = s.as_of AND qa.account_id = s.account_id
+    ),
+    derived AS (
+        SELECT *,
+        {derived}
+        FROM joined
     )
-    SELECT *,
-    {derived}
-    FROM joined
+    SELECT as_of, account_id, {out}
+    FROM derived
     ORDER BY as_of, account_id
     """
 
@@ -642,26 +652,15 @@ def _final_sql(parts: list[tuple[str, list[Feature]]], metrics: Iterable[str] = 
 # --- pandas finishing -----------------------------------------------------------------------
 
 
-def _blank_missing_sources(dataset: Dataset, frame: pd.DataFrame, spec: FeatureSpec):
-    """Features whose optional table is absent are left empty (NaN), not zero."""
-    for f in spec.features:
-        if f.requires and not dataset.has(f.requires):
-            frame[f.name] = float("nan")
-    return frame
-
-
 def _finish(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    for name in spec.names:
-        if name not in frame.columns:
-            frame[name] = float("nan")
-    out = frame[KEYS + spec.names].copy()
-    out["as_of"] = out["as_of"].astype("datetime64[us]")
-    out["account_id"] = out["account_id"].astype(str)
+    """Fix the dtypes in place: the query returned the columns in model order."""
+    frame["as_of"] = frame["as_of"].astype("datetime64[us]")
+    frame["account_id"] = frame["account_id"].astype(str)
     for f in spec.features:
         if f.dtype == "category":
-            out[f.name] = (
-                out[f.name].astype("string").astype(object).where(out[f.name].notna(), None)
+            frame[f.name] = (
+                frame[f.name].astype("string").astype(object).where(frame[f.name].notna(), None)
             )
-        elif out[f.name].dtype != "float64":  # most columns are already: no copy for them
-            out[f.name] = out[f.name].astype("float64")
-    return out.reset_index(drop=True)
+        elif frame[f.name].dtype != "float64":  # most columns are already: no copy for them
+            frame[f.name] = frame[f.name].astype("float64")
+    return frame
