@@ -6,7 +6,8 @@ account's state at an as-of date; see `features.build`), `derived` ones over the
 earlier families. Per-quota features are generated from the dataset's own `plan_limits` metrics.
 
 Column prefixes in aggregate SQL: `a` is a source row, `s` the account's state at the as-of
-date, `dt` the as-of date row (`t` = its day number, `m0`/`pm0` this/previous month start).
+date, `dt` the as-of date row (`t` = its day number, `m0`/`pm0` this/previous month start;
+for a block source, the as-of block row with a day mask `w_<window>` per window).
 The windowed sources (activity, users) are pre-aggregated per as-of date with a count column
 per window (`a.n_7d`, `a.n_30d`, `a.n_prev30d`, ...), so no feature repeats the window rule.
 Direction: +1 when a higher value should mean a likelier expansion, -1 the opposite, 0 unknown.
