@@ -1,6 +1,7 @@
 """Build the point-in-time account feature frame: `build_features(dataset, as_of)`.
 
-Raw events are scanned once into daily roll-ups (`features.rollup`); every feature then reads
+Raw events are scanned once per roll-up (`features.rollup`: day rows, or 32-day blocks of day
+masks); every feature then reads
 the roll-ups, for any number of as-of dates in one pass. The window rule lives here and only
 here: a row at day `d` counts for as-of day `t` when `t - window <= d < t`, so nothing at or
 after the as-of date is ever read. As-of values are dates (midnight UTC); a time of day is
@@ -10,7 +11,7 @@ One row per account that is `active` or `trialing` at the as-of date, columns `a
 `account_id`, then the registry's features in model order.
 
 The SQL is written once (DuckDB's dialect) and runs on the dataset's engine: DuckDB, or Spark
-through sqlglot (`features.engine`); only the quota pivot and the finishing happen in pandas.
+through sqlglot (`features.engine`); only the dtypes are fixed in pandas.
 """
 
 from __future__ import annotations
@@ -369,20 +370,21 @@ def _aggregate_sql(
         return _windowed_aggregate_sql(source, feats, words or {})
     table, reach = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
+    # With every account wanted and no feature reading the state row, rows meet their dates
+    # without the state join; the final join keeps fs_state's accounts.
+    by_date = every and not any(_READS_STATE.search(f.sql) for f in feats)
     if table in BLOCK_TABLES:
-        by_block = every and not any(_READS_STATE.search(f.sql) for f in feats)
-        key = "dt.as_of" if by_block else "s.as_of"
+        key = "dt.as_of" if by_date else "s.as_of"
         return f"""
     SELECT {key} AS as_of, a.account_id,
         {exprs}
     FROM {table} a
-    {_meet_blocks(reach, by_block)}
+    {_meet_blocks(reach, by_date)}
     GROUP BY {key}, a.account_id
     """
     if isinstance(reach, tuple):
         column, days = reach
-        if every and not any(_READS_STATE.search(f.sql) for f in feats):
-            # By the day alone (see `_windowed_sql`); the final join keeps fs_state's accounts.
+        if by_date:  # by the day alone (see `_windowed_sql`)
             return f"""
     SELECT dt.as_of, a.account_id,
         {exprs}
@@ -426,11 +428,11 @@ def _windowed_aggregate_sql(source: str, feats: list[Feature], words: dict[str, 
             outer.append(f.name)
             continue
         value, cond = parts
-        number = f"{value}_no"
-        if value.removeprefix("a.") not in words:
+        number, name = f"{value}_no", value.removeprefix("a.")
+        if name not in words:
             raise ValueError(f"{f.name}: no numbered value {value} (features.rollup.NUMBERED)")
         bits = []
-        for k in range(words[value.removeprefix("a.")]):
+        for k in range(words[name]):
             lo = k * WORD_BITS
             inner.append(
                 f"BIT_OR(CASE WHEN {cond} AND {number} >= {lo} AND {number} < {lo + WORD_BITS} "

@@ -319,13 +319,16 @@ class _Source(Protocol):
         ...
 
 
+def _not_null(keys: list[str]) -> str:
+    return " AND ".join(f"{k} IS NOT NULL" for k in keys)
+
+
 def _duplicates_sql(keys: list[str], rows_sql: str, where: str = "TRUE") -> str:
     """Keys held by more than one row (none of them empty), with the first row of each."""
     cols = ", ".join(keys)
-    not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     return (
         f"SELECT {cols}, MIN(_row) AS _first_row FROM {rows_sql} p "
-        f"WHERE {not_null} AND {where} GROUP BY {cols} HAVING COUNT(*) > 1"
+        f"WHERE {_not_null(keys)} AND {where} GROUP BY {cols} HAVING COUNT(*) > 1"
     )
 
 
@@ -333,10 +336,10 @@ def _group_duplicates(source: _Source, table: str, keys: list[str], rows_sql: st
     """Duplicate keys by one grouped scan over the key alone, then the first row of each among
     the few rows that hold one (any engine)."""
     cols = ", ".join(keys)
-    not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
     source.materialize(
         f"dupkeys_{table}",
-        f"SELECT {cols} FROM {rows_sql} p WHERE {not_null} GROUP BY {cols} HAVING COUNT(*) > 1",
+        f"SELECT {cols} FROM {rows_sql} p WHERE {_not_null(keys)} "
+        f"GROUP BY {cols} HAVING COUNT(*) > 1",
         file,
     )
     if not source.rows(f"SELECT 1 FROM dupkeys_{table} LIMIT 1", file):
@@ -395,13 +398,12 @@ class _DuckDBSource:
         takes about half the time and memory of a hash aggregate over as many distinct keys.
         Equal neighbours are candidates only (two keys may share a hash); the exact search
         then reads just the rows whose hash is a candidate, and runs only if there is one."""
-        not_null = " AND ".join(f"{k} IS NOT NULL" for k in keys)
         h = f"hash({', '.join(keys)})"
         self.materialize(
             f"duphash_{table}",
             f"""SELECT h FROM (
                 SELECT h, lag(h) OVER (ORDER BY h) AS prev
-                FROM (SELECT {h} AS h FROM {rows_sql} p WHERE {not_null})
+                FROM (SELECT {h} AS h FROM {rows_sql} p WHERE {_not_null(keys)})
             ) WHERE h = prev""",
             file,
         )

@@ -58,8 +58,8 @@ _DISTINCT = re.compile(r"COUNT\(DISTINCT CASE WHEN (?P<cond>.+) THEN (?P<value>a
 def distinct_parts(sql: str) -> tuple[str, str] | None:
     """(value, condition) of a distinct count written by `_window_distinct`, else None.
 
-    The builder evaluates these counts in two steps, a flag per value and then their sum, which
-    gives the same number without one distinct hash table per feature."""
+    The builder evaluates these counts as sets of value numbers held as bits (see
+    `features.build._windowed_aggregate_sql`): the same number without a distinct hash table."""
     match = _DISTINCT.fullmatch(sql)
     return (match["value"], match["cond"]) if match else None
 
