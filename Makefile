@@ -48,10 +48,10 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 bench: setup ## Benchmarks, printed as ratios against references measured in the same run
-	$(BIN)/python -m training.bench
+	$(BIN)/python -m benchmarks
 
 bench-spark: setup java ## Spark local[2] vs DuckDB: training sets and a 100k-account batch
-	$(BIN)/python -m training.bench_spark
+	$(BIN)/python -m benchmarks spark
 
 serve: setup ## Start the scoring API (BentoML) on port 3000
 	$(BIN)/expansion serve

@@ -1,6 +1,7 @@
 """Spark vs DuckDB benchmark: the same jobs on both engines, same data, same run.
 
-    python -m training.bench_spark [--quick]
+    python -m benchmarks spark [--quick]      (`make bench-spark`)
+    python -m benchmarks.spark [--quick] [training] [batch]      (one job or both)
 
 Two jobs, each run in a fresh child process per engine:
 
@@ -31,8 +32,8 @@ import psutil
 from rich.console import Console
 from rich.table import Table
 
-from training.bench import dataset
-from training.bench_batch import trained_models
+from benchmarks.batch import trained_models
+from benchmarks.common import dataset
 
 console = Console(width=120)
 SPARK_CONF = {
