@@ -32,14 +32,14 @@ demo: setup ## Simulate, validate, train, promote, then score into the embedded 
 	$(BIN)/expansion snapshot --data $(DEMO_DIR)
 	$(BIN)/expansion score --data $(DEMO_DIR) --to sqlite:///models/crm.db --top 10
 
-test: setup chromium java ## Run the default test suite (what CI runs)
+test: setup chromium java ## Run the default test suite (CI runs `make lint` then this)
 	scripts/start_postgres.sh install
 	$(BIN)/pytest -q
 
 test-all: setup ## Run every test, the slow ones too
 	$(BIN)/pytest -q -m ''
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check (CI runs it before the tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
