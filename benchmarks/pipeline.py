@@ -11,8 +11,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from benchmarks.common import BENCH_DIR, console, dataset, measured, print_table
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # --- simulator (issue: foundation) -------------------------------------------------------------
 
@@ -200,7 +204,9 @@ def _naive(path: str, dates: list) -> tuple[int, object]:
     return rows, last
 
 
-def reference_mismatches(fast, naive) -> tuple[list[str], int, dict[str, int]]:
+def reference_mismatches(
+    fast: pd.DataFrame, naive: pd.DataFrame
+) -> tuple[list[str], int, dict[str, int]]:
     """Compare the builder's and the reference's columns on the accounts both return."""
     columns = [c for c in naive.columns if c != "account_id" and c in fast.columns]
     both = fast.merge(naive, on="account_id", suffixes=("", "_ref"))

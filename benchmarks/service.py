@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -154,7 +155,7 @@ async def _drive(url: str, path: str, bodies: list[bytes], clients: int, request
     return _summary(latencies, seconds)
 
 
-def _in_process(fn, bodies: list[Any], requests: int) -> dict:
+def _in_process(fn: Callable[[Any], str], bodies: list[Any], requests: int) -> dict:
     for body in bodies[:5]:
         fn(body)
     latencies = []

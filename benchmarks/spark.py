@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
@@ -44,7 +45,7 @@ SPARK_CONF = {
 }
 
 
-def tree_peak(fn: Callable, *args) -> dict:
+def tree_peak(fn: Callable, *args: Any) -> dict:
     """Run `fn(*args)` in a fresh process; seconds, result and peak RSS of its process tree."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -86,7 +87,7 @@ def tree_peak(fn: Callable, *args) -> dict:
     }
 
 
-def _child(queue, fn: Callable, *args) -> None:
+def _child(queue: mp.Queue, fn: Callable, *args: Any) -> None:
     try:
         queue.put(fn(*args))
     except BaseException as exc:  # report, do not hang the parent
