@@ -32,14 +32,14 @@ demo: setup ## Simulate, validate, train, promote, then score into the embedded 
 	$(BIN)/expansion snapshot --data $(DEMO_DIR)
 	$(BIN)/expansion score --data $(DEMO_DIR) --to sqlite:///models/crm.db --top 10
 
-test: setup chromium java ## Run the default test suite (what CI runs)
+test: setup chromium java ## Run the default test suite (CI runs `make lint` then this)
 	scripts/start_postgres.sh install
 	$(BIN)/pytest -q
 
 test-all: setup ## Run every test, the slow ones too
 	$(BIN)/pytest -q -m ''
 
-lint: setup ## ruff lint and format check
+lint: setup ## ruff lint and format check (CI runs it before the tests)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -48,10 +48,10 @@ format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff format .
 
 bench: setup ## Benchmarks, printed as ratios against references measured in the same run
-	$(BIN)/python -m training.bench
+	$(BIN)/python -m benchmarks
 
 bench-spark: setup java ## Spark local[2] vs DuckDB: training sets and a 100k-account batch
-	$(BIN)/python -m training.bench_spark
+	$(BIN)/python -m benchmarks spark
 
 serve: setup ## Start the scoring API (BentoML) on port 3000
 	$(BIN)/expansion serve

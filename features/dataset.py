@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import re
-import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -42,8 +41,10 @@ from features.contract import (
     Reason,
     TableSpec,
 )
-from features.engine import DuckDBEngine, Engine, SparkEngine, make_engine
-from features.settings import get_settings
+
+# `connect` lives with the engines (it made engine.py and this module import each other); the
+# name stays importable from here for existing callers.
+from features.engine import DuckDBEngine, Engine, SparkEngine, connect, make_engine  # noqa: F401
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -158,25 +159,6 @@ def find_table_file(path: Path, table: str) -> Path | None:
             file=candidates[0],
         )
     return candidates[0] if candidates else None
-
-
-def connect(
-    temp_dir: Path | None = None, memory_limit: str | None = None
-) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection in UTC that may spill to disk.
-
-    `memory_limit` (default: setting `EXPANSION_DUCKDB_MEMORY_LIMIT`, 25% of RAM) caps DuckDB's
-    memory; larger aggregations and tables then spill to `temp_dir`.
-    """
-    con = duckdb.connect()
-    con.execute("SET TimeZone = 'UTC'")
-    limit = memory_limit or get_settings().duckdb_memory_limit
-    if limit:
-        con.execute("SET memory_limit = ?", [limit])
-    spill = temp_dir or Path(tempfile.gettempdir()) / "expansion-duckdb"
-    con.execute("SET temp_directory = ?", [str(spill)])
-    con.execute("SET preserve_insertion_order = true")
-    return con
 
 
 def load_dataset(

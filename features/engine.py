@@ -23,8 +23,10 @@ import functools
 import logging
 import os
 import sys
+import tempfile
 import time
 import warnings
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import duckdb
@@ -32,6 +34,8 @@ import pandas as pd
 import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.spark import Spark
+
+from features.settings import get_settings
 
 if TYPE_CHECKING:  # pyspark is optional: imported only by the Spark engine
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -290,6 +294,25 @@ def to_pandas(frame: SparkDataFrame) -> pd.DataFrame:
     return frame.toPandas()
 
 
+def connect(
+    temp_dir: Path | None = None, memory_limit: str | None = None
+) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB connection in UTC that may spill to disk.
+
+    `memory_limit` (default: setting `EXPANSION_DUCKDB_MEMORY_LIMIT`, 25% of RAM) caps DuckDB's
+    memory; larger aggregations and tables then spill to `temp_dir`.
+    """
+    con = duckdb.connect()
+    con.execute("SET TimeZone = 'UTC'")
+    limit = memory_limit or get_settings().duckdb_memory_limit
+    if limit:
+        con.execute("SET memory_limit = ?", [limit])
+    spill = temp_dir or Path(tempfile.gettempdir()) / "expansion-duckdb"
+    con.execute("SET temp_directory = ?", [str(spill)])
+    con.execute("SET preserve_insertion_order = true")
+    return con
+
+
 def make_engine(
     engine: str | Engine = "duckdb",
     *,
@@ -302,8 +325,6 @@ def make_engine(
         return engine
     if engine == "duckdb":
         if con is None:
-            from features.dataset import connect
-
             con = connect()
         return DuckDBEngine(con)
     if engine == "spark":

@@ -65,7 +65,9 @@ class LinearScorer:
         return z @ self.coef + self.intercept
 
 
-def fit_linear(frame: pd.DataFrame, y: np.ndarray, contract: ModelContract, c: float, seed: int):
+def fit_linear(
+    frame: pd.DataFrame, y: np.ndarray, contract: ModelContract, c: float, seed: int
+) -> LinearScorer:
     """Fit the logistic fallback / baseline on the contract's features."""
     numeric = [f for f in contract.features if f not in contract.categorical]
     x = frame[numeric].to_numpy(dtype="float64", na_value=np.nan)
@@ -167,5 +169,7 @@ class PyfuncScoringModel(mlflow.pyfunc.PythonModel):
     def __init__(self, model: ScoringModel) -> None:
         self.model = model
 
-    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
         return pd.DataFrame({"probability": self.model.predict_proba(model_input)})

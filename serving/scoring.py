@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -317,11 +318,11 @@ MISSING = {
 }
 
 
-def _is_missing(value) -> bool:
+def _is_missing(value: object) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def describe(name: str, value) -> str:
+def describe(name: str, value: Any) -> str:
     """A feature and its value in plain language ("Seat utilization 93%", "Never expanded")."""
     if _is_missing(value):
         if name in MISSING:
@@ -333,7 +334,7 @@ def describe(name: str, value) -> str:
     return f"{humanize(name)} {format_value(name, value)}"
 
 
-def format_value(name: str, value) -> str:
+def format_value(name: str, value: Any) -> str:
     if _is_missing(value):
         return "unknown"
     if isinstance(value, str):

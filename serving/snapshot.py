@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import build_feature_frame, feature_spec, to_as_of
+from features.build import Progress, build_feature_frame, feature_spec, to_as_of
 from features.dataset import Dataset
 
 CONTEXT = ("ctx_plan_id", "ctx_status", "ctx_csm_owner", "ctx_name", "ctx_last_outreach_at")
@@ -69,7 +69,9 @@ def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:
     )
 
 
-def build_snapshot(dataset: Dataset, as_of: date | str | None = None, progress=None) -> Snapshot:
+def build_snapshot(
+    dataset: Dataset, as_of: date | str | None = None, progress: Progress | None = None
+) -> Snapshot:
     """Features of every active or trialing account at `as_of`, canceled ones as context only."""
     as_of = to_as_of(as_of) if as_of is not None else default_as_of(dataset)
     features = build_feature_frame(dataset, [as_of], progress=progress)

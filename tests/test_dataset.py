@@ -407,7 +407,7 @@ def test_stale_quarantine_file_is_removed_when_data_is_fixed(make_dataset):
 
 
 def test_duckdb_memory_limit_comes_from_the_setting(monkeypatch):
-    from features.dataset import connect
+    from features.engine import connect
     from features.settings import get_settings
 
     monkeypatch.setenv("EXPANSION_DUCKDB_MEMORY_LIMIT", "1GB")

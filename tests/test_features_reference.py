@@ -94,7 +94,7 @@ def test_fast_builder_equals_slow_reference(sim_data):
 def test_benchmark_reference_computes_the_same_columns(sim_data):
     """`make bench` compares the builder with one naive SQL query per date; that ratio means
     something only if the query returns the builder's values, so check it on every account."""
-    from training.bench import _naive, reference_mismatches
+    from benchmarks.pipeline import _naive, reference_mismatches
 
     ds = load_dataset(sim_data)
     t = DATES[-1]

@@ -4,18 +4,23 @@ and the rule-based baseline beside the model on the same rows."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import (
     average_precision_score,
     brier_score_loss,
     log_loss,
     roc_auc_score,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 TOP_SHARES = (0.05, 0.10, 0.20)
 
@@ -69,7 +74,7 @@ def probability_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> dict[
     }
 
 
-def plot_calibration(y, p, path: Path, title: str, bins: int = 10) -> Path:
+def plot_calibration(y: ArrayLike, p: ArrayLike, path: Path, title: str, bins: int = 10) -> Path:
     y, p = np.asarray(y, float), np.asarray(p, float)
     edges = np.quantile(p, np.linspace(0, 1, bins + 1))
     which = np.clip(np.searchsorted(edges[1:-1], p, side="right"), 0, bins - 1)
@@ -87,7 +92,7 @@ def plot_calibration(y, p, path: Path, title: str, bins: int = 10) -> Path:
     return path
 
 
-def plot_gains(y, scores: dict[str, np.ndarray], path: Path, title: str) -> Path:
+def plot_gains(y: ArrayLike, scores: dict[str, np.ndarray], path: Path, title: str) -> Path:
     """Cumulative gains: share of all positives captured in the top x% of accounts."""
     y = np.asarray(y, float)
     fig, ax = plt.subplots(figsize=(5, 4.5))
@@ -117,7 +122,9 @@ def plot_importance(
     return path
 
 
-def plot_shap_summary(contrib: np.ndarray, frame, names: list[str], path: Path) -> Path:
+def plot_shap_summary(
+    contrib: np.ndarray, frame: pd.DataFrame, names: list[str], path: Path
+) -> Path:
     """SHAP beeswarm of the margin contributions (shap's own plot)."""
     import shap
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from features.build import build_feature_frame, to_as_of
+from features.build import Progress, build_feature_frame, to_as_of
 from features.dataset import Dataset, load_dataset
 from features.derived import EXPANSION_KINDS
 from features.rollup import DAY_NUMBER, ensure_rollups
@@ -133,7 +133,7 @@ def propensity_training_set(
     dataset: Dataset,
     as_of_dates: list[date],
     windows: LabelWindows = LabelWindows(),
-    progress=None,
+    progress: Progress | None = None,
 ) -> pd.DataFrame:
     """Features as of each date plus the `expanded` label; censored dates are dropped."""
     end = data_end(dataset)
@@ -215,7 +215,7 @@ def expansion_events(dataset: Dataset, windows: LabelWindows = LabelWindows()) -
 
 
 def post_upsell_training_set(
-    dataset: Dataset, windows: LabelWindows = LabelWindows(), progress=None
+    dataset: Dataset, windows: LabelWindows = LabelWindows(), progress: Progress | None = None
 ) -> pd.DataFrame:
     """One row per uncensored expansion: features just before it, adoption after, label."""
     events = expansion_events(dataset, windows)
@@ -239,7 +239,7 @@ def training_sets(
     spark: SparkSession | None = None,
     cadence: str = "monthly",
     windows: LabelWindows = LabelWindows(),
-    progress=None,
+    progress: Progress | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Both training sets (propensity, post-upsell) of a dataset, on DuckDB or Spark.
 

@@ -7,6 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from features.build import Progress
 from features.dataset import Dataset
 from features.settings import Settings
 from training.config import TrainingConfig
@@ -24,7 +25,7 @@ class TrainingResult:
 
 
 def train_models(
-    dataset: Dataset, config: TrainingConfig, settings: Settings, progress=None
+    dataset: Dataset, config: TrainingConfig, settings: Settings, progress: Progress | None = None
 ) -> TrainingResult:
     """Fit both models on `dataset` and register them as new `challenger` versions."""
     started = time.perf_counter()

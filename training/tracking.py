@@ -202,7 +202,9 @@ def _test_frame(client: MlflowClient, name: str, version: str) -> pd.DataFrame:
         return pd.read_parquet(path)
 
 
-def compare_runs(settings: Settings, limit: int = 10, model_name: str | None = None):
+def compare_runs(
+    settings: Settings, limit: int = 10, model_name: str | None = None
+) -> pd.DataFrame:
     """Recent runs side by side: one row per run, metrics as columns."""
     exp = experiment_id(settings)
     query = f"tags.model_name = '{model_name}'" if model_name else ""

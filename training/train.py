@@ -21,7 +21,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
 
-from features.build import feature_spec
+from features.build import Progress, feature_spec
 from features.dataset import Dataset
 from features.registry import FEATURE_SET_VERSION
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
@@ -48,6 +48,9 @@ from training.labels import (
     post_upsell_training_set,
     propensity_training_set,
 )
+
+# What `choose_calibrator` fits on the validation margins.
+Calibrator = IsotonicRegression | LogisticRegression
 
 
 @dataclass
@@ -120,7 +123,15 @@ def _lgb_params(p: LightGBMParams, seed: int) -> dict:
     }
 
 
-def fit_lightgbm(contract, train, y_train, valid, y_valid, p: LightGBMParams, seed: int):
+def fit_lightgbm(
+    contract: ModelContract,
+    train: pd.DataFrame,
+    y_train: np.ndarray,
+    valid: pd.DataFrame,
+    y_valid: np.ndarray,
+    p: LightGBMParams,
+    seed: int,
+) -> lgb.Booster:
     """LightGBM with early stopping on the validation rows."""
     scorer = ScoringModel(contract)
     dtrain = lgb.Dataset(scorer.frame(train), label=y_train, free_raw_data=False)
@@ -134,15 +145,17 @@ def fit_lightgbm(contract, train, y_train, valid, y_valid, p: LightGBMParams, se
     )
 
 
-def choose_calibrator(margin: np.ndarray, y: np.ndarray, method: str, seed: int):
+def choose_calibrator(
+    margin: np.ndarray, y: np.ndarray, method: str, seed: int
+) -> tuple[str, Calibrator, dict[str, float]]:
     """Fit the calibrator on validation; 'auto' picks the lower out-of-fold Brier score."""
 
-    def fit(kind, m, t):
+    def fit(kind: str, m: np.ndarray, t: np.ndarray) -> Calibrator:
         if kind == "isotonic":
             return IsotonicRegression(out_of_bounds="clip", y_min=0, y_max=1).fit(m, t)
         return LogisticRegression(C=1e6, max_iter=1000).fit(m.reshape(-1, 1), t)
 
-    def predict(cal, m):
+    def predict(cal: Calibrator, m: np.ndarray) -> np.ndarray:
         if isinstance(cal, IsotonicRegression):
             return np.clip(cal.predict(m), 1e-6, 1 - 1e-6)
         return cal.predict_proba(m.reshape(-1, 1))[:, 1]
@@ -169,7 +182,7 @@ def _categorical_levels(frame: pd.DataFrame, names: list[str]) -> dict[str, list
 
 
 def train_propensity(
-    dataset: Dataset, config: TrainingConfig, workdir: Path, progress=None
+    dataset: Dataset, config: TrainingConfig, workdir: Path, progress: Progress | None = None
 ) -> FittedModel:
     """Fit, calibrate and evaluate the upgrade-propensity model."""
     windows = LabelWindows(config.horizon_days, config.post_upsell_days)
@@ -298,7 +311,15 @@ def _feature_sample(frame: pd.DataFrame, names: list[str], seed: int) -> list[di
     return sample.astype(object).where(sample.notna(), None).to_dict("list")
 
 
-def _oracle_metrics(dataset, test, p, time_col, truth_col, truth_file, label) -> dict:
+def _oracle_metrics(
+    dataset: Dataset,
+    test: pd.DataFrame,
+    p: np.ndarray,
+    time_col: str,
+    truth_col: str,
+    truth_file: str,
+    label: str,
+) -> dict:
     """Where the dataset ships ground truth (`_truth/`), the oracle's AUC on the same rows."""
     from sklearn.metrics import roc_auc_score
 
@@ -348,7 +369,7 @@ def health_rules_score(frame: pd.DataFrame) -> np.ndarray:
 
 
 def train_post_upsell(
-    dataset: Dataset, config: TrainingConfig, workdir: Path, progress=None
+    dataset: Dataset, config: TrainingConfig, workdir: Path, progress: Progress | None = None
 ) -> FittedModel:
     """Fit and evaluate the post-upsell churn model on the expansion rows."""
     pc = config.post_upsell

@@ -31,7 +31,9 @@ from features.dataset import Dataset
 _PERIOD_COLS = ["period", "period_start", "period_end", "complete"]
 
 
-def _period_windows(dataset: Dataset, start, end, freq: Freq) -> pd.DataFrame:
+def _period_windows(
+    dataset: Dataset, start: TimeLike | None, end: TimeLike | None, freq: Freq
+) -> pd.DataFrame:
     lo, hi = resolve_window(dataset, start, end)
     frame = periods(lo, hi, freq)
     frame["window_id"] = range(len(frame))

@@ -1,65 +1,22 @@
-"""`make bench`: speed, memory and quality benchmarks, each printed beside a reference measured in
-the same run (never as absolute timings in unit tests).
+"""The training pipeline's benchmarks: the simulator, the training-set build (`features`, and
+`profile`: where its time goes) and model quality (`training`).
 
-    python -m training.bench [all|simulator|features|training|batch|service] [--quick]
-        [--repeat N]   # features: N interleaved runs of each side, fastest compared (2)
-    python -m training.bench profile [--quick]   # where the features benchmark's time goes
+    python -m benchmarks [simulator|features|training|profile] [--quick] [--repeat N]
 
-Each measured step runs in a fresh subprocess so its peak memory (max RSS) is its own. Simulated
-datasets are cached under `data/bench/` so repeated runs skip the simulation.
+Each is printed beside a reference measured in the same run. `NAIVE_SQL` is the features
+benchmark's reference (and `tests/test_features_reference.py` checks it against the builder).
 """
 
 from __future__ import annotations
 
-import argparse
-import multiprocessing as mp
-import resource
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
-from rich.table import Table
+from benchmarks.common import BENCH_DIR, console, dataset, measured, print_table
 
-console = Console(width=None if sys.stdout.isatty() else 220)
-BENCH_DIR = Path("data/bench")
-
-
-def measured(fn: Callable, *args) -> dict:
-    """Run `fn(*args)` in a fresh process; return its result, seconds and peak RSS (GiB)."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(1) as pool:
-        return pool.apply(_run_measured, (fn, *args))
-
-
-def _run_measured(fn: Callable, *args) -> dict:
-    started = time.perf_counter()
-    result = fn(*args)
-    seconds = time.perf_counter() - started
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB on Linux
-    return {"result": result, "seconds": seconds, "peak_gib": peak_gib}
-
-
-def dataset(accounts: int, months: int, seed: int = 42) -> Path:
-    """A cached simulated dataset of this size."""
-    from training.simulator import SimulationConfig, simulate
-
-    out = BENCH_DIR / f"sim_{accounts}x{months}_s{seed}"
-    if not (out / "events.parquet").exists():
-        console.print(f"simulating {accounts:,} accounts x {months} months into {out} ...")
-        simulate(SimulationConfig(accounts=accounts, months=months, seed=seed), out)
-    return out
-
-
-def _table(title: str, rows: list[tuple], columns: list[str]) -> None:
-    table = Table(title=title)
-    for i, c in enumerate(columns):
-        table.add_column(c, justify="left" if i == 0 else "right")
-    for r in rows:
-        table.add_row(*[str(x) for x in r])
-    console.print(table)
-
+if TYPE_CHECKING:
+    import pandas as pd
 
 # --- simulator (issue: foundation) -------------------------------------------------------------
 
@@ -112,7 +69,7 @@ def bench_simulator(quick: bool) -> None:
     sim = measured(_simulate, accounts, months, str(out))
     events = sim["result"]
     ref = measured(_write_reference, events, str(BENCH_DIR / "reference_events.parquet"))
-    _table(
+    print_table(
         f"Simulator: {accounts:,} accounts x {months} months ({events:,} events)",
         [
             (
@@ -247,7 +204,9 @@ def _naive(path: str, dates: list) -> tuple[int, object]:
     return rows, last
 
 
-def reference_mismatches(fast, naive) -> tuple[list[str], int, dict[str, int]]:
+def reference_mismatches(
+    fast: pd.DataFrame, naive: pd.DataFrame
+) -> tuple[list[str], int, dict[str, int]]:
     """Compare the builder's and the reference's columns on the accounts both return."""
     columns = [c for c in naive.columns if c != "account_id" and c in fast.columns]
     both = fast.merge(naive, on="account_id", suffixes=("", "_ref"))
@@ -276,7 +235,7 @@ def bench_features(quick: bool, repeat: int = 2) -> None:
     naive["peak_gib"] = max(r["peak_gib"] for r in naive_runs)
     rows, events, fast_last = fast["result"]
     columns, compared, bad = reference_mismatches(fast_last, naive["result"][1])
-    _table(
+    print_table(
         f"Training set: {n_dates} monthly dates, {accounts:,} accounts x {months} months "
         f"({events:,} events, {rows:,} rows, all feature families + labels); fastest of "
         f"{repeat} interleaved runs each, highest peak",
@@ -375,7 +334,7 @@ def bench_training(quick: bool) -> None:
                 f"{m['seconds']:.1f}",
             )
         )
-    _table(
+    print_table(
         f"Model quality on {accounts:,} simulated accounts x 18 months (test period)",
         rows,
         [
@@ -437,56 +396,8 @@ def profile_features(quick: bool) -> None:
         row("the rest (fetching frames, pandas, labels)", build - sum(t for _, t in steps)),
         row("total", total),
     ]
-    _table(
+    print_table(
         f"Training-set build, step by step ({ds.report.tables['events'].rows_clean:,} events)",
         rows,
         ["step (table materialized)", "seconds", "rows", "share"],
     )
-
-
-BENCHES = {
-    "simulator": bench_simulator,
-    "features": bench_features,
-    "training": bench_training,
-}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "which",
-        nargs="*",
-        default=["all"],
-        help=f"all or any of {', '.join(BENCHES)}, batch, service; or profile (not in all)",
-    )
-    parser.add_argument("--quick", action="store_true", help="Smaller sizes, for a smoke run.")
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=2,
-        help="features: runs of each side, interleaved; the fastest of each is compared",
-    )
-    args = parser.parse_args(argv)
-    which = [*BENCHES, "batch", "service"] if args.which == ["all"] else args.which
-    for name in which:
-        console.rule(name)
-        if name == "batch":
-            from training.bench_batch import main as batch_main
-
-            batch_main(quick=args.quick)
-        elif name == "service":
-            from training.bench_service import main as service_main
-
-            service_main(quick=args.quick)
-        elif name == "profile":
-            profile_features(args.quick)
-        elif name == "features":
-            bench_features(args.quick, max(1, args.repeat))
-        elif name in BENCHES:
-            BENCHES[name](args.quick)
-        else:
-            sys.exit(f"unknown benchmark {name!r}")
-
-
-if __name__ == "__main__":
-    main()

@@ -1,6 +1,7 @@
 """Spark vs DuckDB benchmark: the same jobs on both engines, same data, same run.
 
-    python -m training.bench_spark [--quick]
+    python -m benchmarks spark [--quick]      (`make bench-spark`)
+    python -m benchmarks.spark [--quick] [training] [batch]      (one job or both)
 
 Two jobs, each run in a fresh child process per engine:
 
@@ -26,13 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psutil
 from rich.console import Console
 from rich.table import Table
 
-from training.bench import dataset
-from training.bench_batch import trained_models
+from benchmarks.batch import trained_models
+from benchmarks.common import dataset
 
 console = Console(width=120)
 SPARK_CONF = {
@@ -43,7 +45,7 @@ SPARK_CONF = {
 }
 
 
-def tree_peak(fn: Callable, *args) -> dict:
+def tree_peak(fn: Callable, *args: Any) -> dict:
     """Run `fn(*args)` in a fresh process; seconds, result and peak RSS of its process tree."""
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
@@ -85,7 +87,7 @@ def tree_peak(fn: Callable, *args) -> dict:
     }
 
 
-def _child(queue, fn: Callable, *args) -> None:
+def _child(queue: mp.Queue, fn: Callable, *args: Any) -> None:
     try:
         queue.put(fn(*args))
     except BaseException as exc:  # report, do not hang the parent

@@ -1,6 +1,6 @@
 """Benchmark of the scoring API with 50,000 accounts, beside two floors measured in the same run.
 
-    python -m training.bench service [--quick]      (or: python -m training.bench_service)
+    python -m benchmarks service [--quick]      (or: python -m benchmarks.service)
 
 Models are trained on a small simulated dataset (600 accounts x 15 months); the served
 snapshot is that dataset's snapshot replicated, with new account ids, to 50,000 accounts
@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +102,7 @@ def prepare_models(folder: Path, accounts: int) -> Path:
 
 def _start_noop(port: int, log: Any) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "BENTOML_DO_NOT_TRACK": "true"}
-    command = [sys.executable, "-m", "bentoml", "serve", "training.bench_service:NoopService"]
+    command = [sys.executable, "-m", "bentoml", "serve", "benchmarks.service:NoopService"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--working-dir", str(ROOT)]
     return subprocess.Popen(
         command, env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -154,7 +155,7 @@ async def _drive(url: str, path: str, bodies: list[bytes], clients: int, request
     return _summary(latencies, seconds)
 
 
-def _in_process(fn, bodies: list[Any], requests: int) -> dict:
+def _in_process(fn: Callable[[Any], str], bodies: list[Any], requests: int) -> dict:
     for body in bodies[:5]:
         fn(body)
     latencies = []
@@ -336,7 +337,7 @@ def print_report(result: dict[str, Any]) -> None:
 
 
 def main(quick: bool = False) -> None:
-    """Entry point for `python -m training.bench service`."""
+    """Entry point for `python -m benchmarks service`."""
     result = run_service_bench(accounts=5_000 if quick else 50_000, requests=400 if quick else 1600)
     print_report(result)
 

@@ -1,6 +1,6 @@
 """Batch scoring benchmark: 100k accounts end to end, beside raw model throughput.
 
-    python -m training.bench_batch [--accounts N] [--months M] [--target URL] [--quick]
+    python -m benchmarks.batch [--accounts N] [--months M] [--target URL] [--quick]
 
 End to end means what `expansion score` does: features from the raw tables (DuckDB), both
 models' scores, the global rank, drift, reasons (TreeSHAP) for every account and the database
@@ -25,7 +25,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from training.bench import BENCH_DIR, dataset, measured
+from benchmarks.common import BENCH_DIR, dataset, measured
 
 console = Console()
 TRAIN_ACCOUNTS, TRAIN_MONTHS = 2000, 15
@@ -177,7 +177,7 @@ def run_batch_bench(
 
 
 def main(quick: bool = False, argv: list[str] | None = None) -> None:
-    """`make bench` entry (training.bench calls `main(quick=...)`) and the module's CLI."""
+    """`python -m benchmarks batch` entry (it calls `main(quick=...)`) and the module's CLI."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--accounts", type=int, default=None)
     parser.add_argument("--months", type=int, default=3)
