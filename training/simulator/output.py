@@ -207,8 +207,8 @@ def append_defects(
     manifest: list[dict[str, Any]] = []
     for defect, reason, spoil in COPY_DEFECTS[name]:
         n = max(1, round(table.num_rows * COPY_DEFECT_RATE))
-        for i in np.sort(rng.choice(pool, n, replace=len(pool) < n)).tolist():
-            row = table.slice(i, 1).to_pylist()[0]
+        originals = np.sort(rng.choice(pool, n, replace=len(pool) < n))
+        for row in table.take(pa.array(originals)).to_pylist():
             spoil(row, ctx, rng)
             copies.append(row)
             manifest.append(
