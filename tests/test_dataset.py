@@ -682,3 +682,24 @@ def test_zone_names_and_offsets_are_converted_exactly(make_dataset, stamp, utc):
     assert ds.report.total_quarantined == 0
     got = ds.frame("events").set_index("event_id").loc["z", "timestamp"]
     assert got == pd.Timestamp(utc)
+
+
+def test_the_non_finite_check_is_spelled_out_for_spark():
+    """Spark has no isfinite: the engine's dialect writes it as isnan or an infinity."""
+    from features.contract import TABLES
+    from features.dataset import _rules
+    from features.engine import to_spark_sql
+
+    types = {
+        "account_id": "VARCHAR",
+        "timestamp": "VARCHAR",
+        "event": "VARCHAR",
+        "quantity": "DOUBLE",
+    }
+    case = " ".join(f"WHEN {c} THEN '{r}'" for c, r in _rules(TABLES["events"], set(types), types))
+    spark = to_spark_sql(f"SELECT CASE {case} END FROM raw_events")
+    assert "ISFINITE" not in spark.upper()
+    assert (
+        "NOT NOT (ISNAN(`t_quantity`) OR ABS(`t_quantity`) = CAST('Infinity' AS DOUBLE))" in spark
+    )
+    assert "RLIKE" in spark  # the zone abbreviation check
