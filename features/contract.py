@@ -14,6 +14,7 @@ from typing import Literal
 CONTRACT_VERSION = "1"
 
 ColumnKind = Literal["id", "str", "timestamp", "int", "float", "bool"]
+NUMERIC_KINDS = ("int", "float")
 
 SUBSCRIPTION_STATUSES = ("active", "trialing", "canceled")
 OUTREACH_CHANNELS = ("in_app", "email", "csm")
@@ -44,6 +45,15 @@ class TableSpec:
     @property
     def required_columns(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns if c.required)
+
+    @property
+    def numeric_columns(self) -> tuple[str, ...]:
+        """Columns read as numbers (`int` or `float`): the ones that could be NaN or infinite."""
+        return tuple(c.name for c in self.columns if c.kind in NUMERIC_KINDS)
+
+    @property
+    def timestamp_columns(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.kind == "timestamp")
 
     def column(self, name: str) -> Column:
         for c in self.columns:
@@ -198,6 +208,12 @@ class Reason:
     INVALID_SIGNAL = "invalid_signal"
     DEACTIVATED_BEFORE_CREATED = "deactivated_before_created"
     DUPLICATE_EVENT_ID = "duplicate_event_id"
+    # Dated after the moment of the run (plus a tolerance): a clock or export bug, and a row
+    # that would otherwise move every "latest date" the jobs derive from the data.
+    FUTURE_TIMESTAMP = "future_timestamp"
+    # A zone abbreviation such as PST or CEST: several zones share each one, and the zone
+    # database maps it to a region whose daylight saving differs from what the letters say.
+    AMBIGUOUS_TIMEZONE = "ambiguous_timezone"
 
     @staticmethod
     def missing(column: str) -> str:
@@ -207,6 +223,11 @@ class Reason:
     def unparseable(column: str) -> str:
         """A value that cannot be read as the column's kind (timestamp, number, boolean)."""
         return "unparseable_timestamp" if column == "timestamp" else f"unparseable_{column}"
+
+    @staticmethod
+    def non_finite(column: str) -> str:
+        """NaN, infinity or minus infinity in a numeric column."""
+        return f"non_finite_{column}"
 
     @staticmethod
     def duplicate(key: tuple[str, ...]) -> str:

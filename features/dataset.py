@@ -16,7 +16,13 @@ load them with DuckDB). Quarantined rows are written by Spark's Parquet writer t
 `file number x 10^12` (parts in name order) so that it still orders rows in file order.
 
 Inside the project every timestamp is a naive UTC `TIMESTAMP` (microseconds) and every
-identifier a string: the conversion happens here, once.
+identifier a string: the conversion happens here, once. Text times with a numeric offset or an
+IANA zone name are converted exactly; a zone abbreviation (PST, CEST, ...) names no single zone
+and is quarantined (`ambiguous_timezone`), never guessed. NaN and infinities in numeric columns
+are quarantined (`non_finite_<column>`), and so are rows whose time column lies after the moment
+of the run plus a tolerance (`future_timestamp`), so that the report's clean time range (and the
+default as-of taken from it) only ever reflects clean rows. All these checks ride on the one
+rule scan per table: they add no pass over the data.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from __future__ import annotations
 import csv
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -34,6 +40,7 @@ import pandas as pd
 from features.contract import (
     EVENT_SIGNALS,
     LOAD_ORDER,
+    NUMERIC_KINDS,
     OUTREACH_CHANNELS,
     SUBSCRIPTION_STATUSES,
     TABLES,
@@ -92,10 +99,35 @@ class TableReport:
 
 @dataclass
 class ValidationReport:
-    """Validation results for a whole dataset, one `TableReport` per contract table."""
+    """Validation results for a whole dataset, one `TableReport` per contract table.
+
+    `future_cutoff` is the latest time a row may carry (the moment of the run plus the
+    tolerance); rows dated after it are quarantined as `future_timestamp`.
+    """
 
     path: str
     tables: dict[str, TableReport] = field(default_factory=dict)
+    future_cutoff: datetime | None = None
+
+    def clean_time_range(
+        self, tables: tuple[str, ...] = ("events",)
+    ) -> tuple[datetime, datetime] | None:
+        """First and last time of the clean rows of `tables` (their contract time column);
+        None when they hold no clean dated row. Quarantined rows never stretch it."""
+        spans = [
+            (t.time_min, t.time_max)
+            for name in tables
+            if (t := self.tables.get(name)) is not None and t.time_max is not None
+        ]
+        if not spans:
+            return None
+        return min(lo for lo, _ in spans if lo is not None), max(hi for _, hi in spans)
+
+    def default_as_of(self) -> date | None:
+        """The as-of date a job uses when none is given: the day after the last clean event
+        ('now' for a dataset exported today), or None when no clean event exists."""
+        span = self.clean_time_range(("events",))
+        return None if span is None else (span[1] + timedelta(days=1)).date()
 
     def quarantine_counts(self) -> dict[tuple[str, str], int]:
         """Quarantined rows keyed by (table, reason)."""
@@ -170,11 +202,16 @@ def load_dataset(
     engine: str | Engine = "duckdb",
     spark: SparkSession | None = None,
     spark_master: str | None = None,
+    now: datetime | None = None,
+    future_tolerance: timedelta | None = None,
 ) -> Dataset:
     """Validate the dataset folder at `path` and return its clean tables.
 
     Bad rows go to `quarantine_dir` (default `<path>/_quarantine`) as `<table>.parquet`;
     a missing required table or column, or an unreadable file, raises `ContractError`.
+    Rows dated after `now` (the moment of the run, default: the current UTC time; naive means
+    UTC) plus `future_tolerance` (default: setting `EXPANSION_FUTURE_TOLERANCE_DAYS`) are
+    quarantined as `future_timestamp`.
     `engine="spark"` runs the same validation on Spark (`spark`, or a session started on
     `spark_master`, default `local[*]`): `path` may then be any URI Spark reads.
     """
@@ -202,7 +239,7 @@ def load_dataset(
             raise ContractError("dataset folder does not exist", file=uri)
         path = Path(uri) if "://" not in uri else Path(uri.split("://", 1)[1])
         qdir = str(quarantine_dir or f"{uri}/{QUARANTINE_DIR}")
-    report = ValidationReport(path=uri)
+    report = ValidationReport(path=uri, future_cutoff=future_cutoff(now, future_tolerance))
     for name in LOAD_ORDER:
         spec = TABLES[name]
         file = source.find(uri, name)
@@ -218,8 +255,21 @@ def load_dataset(
             _create_empty(eng, spec)
             report.tables[name] = TableReport(table=name, file=None)
             continue
-        report.tables[name] = _load_table(source, spec, file, qdir, write_quarantine)
+        report.tables[name] = _load_table(
+            source, spec, file, qdir, write_quarantine, report.future_cutoff
+        )
     return Dataset(path=path, engine=eng, report=report, uri=uri)
+
+
+def future_cutoff(now: datetime | None = None, tolerance: timedelta | None = None) -> datetime:
+    """The latest naive-UTC time a row may carry: `now` (default: the current time) plus
+    `tolerance` (default: setting `future_tolerance_days`), to the second."""
+    moment = now if now is not None else datetime.now(UTC)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    if tolerance is None:
+        tolerance = timedelta(days=get_settings().future_tolerance_days)
+    return (moment + tolerance).replace(microsecond=0)
 
 
 # --- one table ------------------------------------------------------------------------------
@@ -564,10 +614,15 @@ def _typed(column: Column, source_type: str, trim: bool = True) -> str:
         text = f"NULLIF(TRIM(CAST({col} AS VARCHAR)), '')"
         return f"CAST(TRY_CAST({text} AS TIMESTAMPTZ) AS TIMESTAMP)"
     if column.kind == "int":
-        as_double = f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE)"
-        if source_type in ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT"):
+        if source_type in _INTEGER_TYPES:
             return f"CAST({col} AS BIGINT)"
-        return f"CASE WHEN {as_double} = floor({as_double}) THEN CAST({as_double} AS BIGINT) END"
+        as_double = f"TRY_CAST(NULLIF(TRIM(CAST({col} AS VARCHAR)), '') AS DOUBLE)"
+        # NaN and infinities fail the range test (NaN compares above every number on both
+        # engines), so they become NULL here instead of a cast error; a rule names them.
+        return (
+            f"CASE WHEN abs({as_double}) < 9.2e18 AND {as_double} = floor({as_double}) "
+            f"THEN CAST({as_double} AS BIGINT) END"
+        )
     if column.kind == "float":
         if source_type in ("DOUBLE", "FLOAT", "BIGINT", "INTEGER") or source_type.startswith(
             "DECIMAL"
@@ -581,26 +636,83 @@ def _typed(column: Column, source_type: str, trim: bool = True) -> str:
     raise ValueError(column.kind)
 
 
+_INTEGER_TYPES = ("BIGINT", "INTEGER", "SMALLINT", "TINYINT", "HUGEINT", "UBIGINT")
+_NEVER_NON_FINITE = (*_INTEGER_TYPES, "BOOLEAN")  # DECIMAL too: see `_non_finite`
+
+# A time written with a trailing zone abbreviation ("... 10:00:00 PST", "...T10:00CEST"): letters
+# (digits allowed after the first, as in EST5EDT) right after the time, with no "/" as IANA
+# names have. UTC, GMT, UT and Z name one offset and stay valid, as do AM and PM (not zones:
+# the parse decides about those). Written for both engines' regex syntax (RE2 and Java).
+_ZONE_ABBREVIATION = "[0-9] *[A-Za-z][A-Za-z0-9]*$"
+_UNAMBIGUOUS_SUFFIX = "[0-9] *([Uu][Tt][Cc]?|[Gg][Mm][Tt]|[Zz]|[AaPp][Mm])$"
+
+
+def _non_finite(column: Column, source_type: str) -> str | None:
+    """SQL true when a numeric column holds NaN, infinity or minus infinity; None when its
+    source type cannot hold one (integers, decimals). On Spark, `isfinite` is spelled out by
+    the engine's dialect (`features.engine.SparkSQL`)."""
+    if source_type in _NEVER_NON_FINITE or source_type.startswith("DECIMAL"):
+        return None
+    if column.kind == "float":  # the typed column keeps the value as it came
+        value = _q("t_" + column.name)
+    elif source_type in ("DOUBLE", "FLOAT"):
+        value = _q(column.name)
+    else:  # the typed int is NULL for these: look at the text read as a number
+        value = f"TRY_CAST(NULLIF(TRIM(CAST({_q(column.name)} AS VARCHAR)), '') AS DOUBLE)"
+    # isfinite, not isnan: DuckDB folds isnan(x) to false when the Parquet statistics say
+    # the column holds no NaN, and writers (pyarrow) leave NaN out of those statistics.
+    return f"COALESCE(NOT isfinite({value}), false)"
+
+
+def _zone_abbreviation(column: Column, source_type: str) -> str | None:
+    """SQL true when a timestamp written as text ends in a zone abbreviation; None when the
+    source column is a typed timestamp or date (no text to guess from)."""
+    if source_type.startswith("TIMESTAMP") or source_type == "DATE":
+        return None
+    text = f"TRIM(CAST({_q(column.name)} AS VARCHAR))"
+    return (
+        f"COALESCE(regexp_matches({text}, '{_ZONE_ABBREVIATION}') "
+        f"AND NOT regexp_matches({text}, '{_UNAMBIGUOUS_SUFFIX}'), false)"
+    )
+
+
 def _rules(
-    spec: TableSpec, present: set[str], source_types: dict[str, str]
+    spec: TableSpec,
+    present: set[str],
+    source_types: dict[str, str],
+    cutoff: datetime | None = None,
 ) -> list[tuple[str, str]]:
-    """(condition, reason) pairs over the typed columns `t_<name>` and raw columns, in order."""
+    """(condition, reason) pairs over the typed columns `t_<name>` and raw columns, in order.
+
+    `cutoff`: rows whose contract time column is later are `future_timestamp`. Only that
+    column is checked: other time columns (a planned `deactivated_at`, or a far-future
+    sentinel meaning "never") may legitimately lie ahead.
+    """
     rules: list[tuple[str, str]] = []
     for c in spec.columns:
         if c.name not in present:
             continue
         raw, typed = _q(c.name), _q("t_" + c.name)
+        source_type = source_types[c.name]
         # A raw value that is only blanks counts as missing, not as unparseable.
         blank = (
-            f"{raw} IS NULL OR TRIM({raw}) = ''"
-            if source_types[c.name] == "VARCHAR"
-            else f"{raw} IS NULL"
+            f"{raw} IS NULL OR TRIM({raw}) = ''" if source_type == "VARCHAR" else f"{raw} IS NULL"
         )
         if c.required:
             missing = f"{typed} IS NULL" if c.kind in ("id", "str") else blank
             rules.append((missing, Reason.missing(c.name)))
+        # Before "unparseable": the zone database may read PST (as Los Angeles time, one hour
+        # off in summer) or may not read CEST at all; either way the reason is the zone.
+        if c.kind == "timestamp" and (zone := _zone_abbreviation(c, source_type)):
+            rules.append((zone, Reason.AMBIGUOUS_TIMEZONE))
+        # Before the sign checks too, so that minus infinity is named for what it is.
+        if c.kind in NUMERIC_KINDS and (non_finite := _non_finite(c, source_type)):
+            rules.append((non_finite, Reason.non_finite(c.name)))
         if c.kind not in ("id", "str"):
             rules.append((f"NOT ({blank}) AND {typed} IS NULL", Reason.unparseable(c.name)))
+        if c.name == spec.time_column and cutoff is not None:
+            later = f"TIMESTAMP '{cutoff.isoformat(sep=' ')}'"
+            rules.append((f"COALESCE({typed} > {later}, false)", Reason.FUTURE_TIMESTAMP))
     if "account_id" in present and spec.name != "accounts":
         rules.append(("NOT _account_known", Reason.UNKNOWN_ACCOUNT))
     if "plan_id" in present and spec.name != "plans":
@@ -651,6 +763,7 @@ def _load_table(
     file: str,
     qdir: str,
     write_quarantine: bool,
+    cutoff: datetime | None = None,
 ) -> TableReport:
     engine = source.engine
     raw_view = f"raw_{spec.name}"
@@ -689,7 +802,7 @@ def _load_table(
             ),
             reason,
         )
-        for cond, reason in _rules(spec, present, source_types)
+        for cond, reason in _rules(spec, present, source_types, cutoff)
     ]
     case = " ".join(f"WHEN {cond} THEN '{reason}'" for cond, reason in rules)
     row_reason = f"CASE {case} END" if case else "CAST(NULL AS VARCHAR)"

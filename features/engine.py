@@ -153,6 +153,14 @@ class SparkSQL(Spark):
             exp.DataType.Type.TIMESTAMPTZ: "TIMESTAMP_LTZ",
         }
 
+        def anonymous_sql(self, expression: exp.Anonymous) -> str:
+            # DuckDB's isfinite(x) has no Spark twin: spelled out, NULL for NULL as in DuckDB
+            # (Spark's isnan(NULL) is false, and false OR NULL stays NULL).
+            if str(expression.this).lower() == "isfinite" and len(expression.expressions) == 1:
+                x = self.sql(expression.expressions[0])
+                return f"NOT (ISNAN({x}) OR ABS({x}) = CAST('Infinity' AS DOUBLE))"
+            return super().anonymous_sql(expression)
+
 
 @functools.lru_cache(maxsize=512)
 def to_spark_sql(sql: str) -> str:

@@ -49,6 +49,12 @@ class Settings(BaseSettings):
         "as '25%'); beyond it DuckDB spills to its temp directory, slower but within budget. "
         "Empty: DuckDB's own default (80% of RAM).",
     )
+    future_tolerance_days: float = Field(
+        1.0,
+        ge=0,
+        description="Rows dated more than this after the moment of the run are quarantined "
+        "(future_timestamp): clocks and exports drift a little, not by months.",
+    )
     reload_seconds: float = Field(
         30.0, gt=0, description="How often the service checks for a new snapshot or champion."
     )

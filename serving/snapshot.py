@@ -40,9 +40,15 @@ class Snapshot:
 
 
 def default_as_of(dataset: Dataset) -> date:
-    """The day after the last event: 'now' for a dataset exported today."""
-    last = dataset.report.tables["events"].time_max
-    return (pd.Timestamp(last) + pd.Timedelta(days=1)).date()
+    """The day after the last clean event: 'now' for a dataset exported today.
+
+    Quarantined rows (future-dated ones included) never move it; see
+    `ValidationReport.default_as_of`.
+    """
+    as_of = dataset.report.default_as_of()
+    if as_of is None:
+        raise ValueError(f"{dataset.uri or dataset.path}: no valid events to take a date from")
+    return as_of
 
 
 def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -456,8 +456,250 @@ def test_a_duckdb_file_without_a_required_table_names_it(make_dataset, tmp_path)
 def test_a_quarantined_duplicate_does_not_stretch_the_time_range(make_dataset):
     late = {"account_id": "a1", "timestamp": "2031-01-01", "event": "late", "event_id": "e1"}
     clean = load_dataset(make_dataset(name="clean")).report.tables["events"]
-    ds = load_dataset(make_dataset(extra={"events": [late]}))
+    # Run "in 2032", so that the late row is a duplicate and not a future one.
+    ds = load_dataset(make_dataset(extra={"events": [late]}), now=datetime(2032, 1, 1))
     report = ds.report.tables["events"]
     assert report.quarantined == {"duplicate_event_id": 1}
     assert (report.time_min, report.time_max) == (clean.time_min, clean.time_max)
     assert report.rows_clean == clean.rows_clean and report.rows_read == clean.rows_read + 1
+
+
+# --- future timestamps, non-finite numbers, zone abbreviations (issue 15) ----------------------
+
+RUN_AT = datetime(2024, 3, 1, 12, 0)  # the injected moment of the run; the tolerance is 1 day
+
+# One row per table with a time column, dated 2031: each is quarantined as future_timestamp.
+FUTURE_ROWS = {
+    "accounts": [{"account_id": "a9", "created_at": "2031-01-01T00:00:00"}],
+    "subscriptions": [
+        {
+            "account_id": "a1",
+            "effective_at": "2031-01-01",
+            "plan_id": "pro",
+            "seats": 1,
+            "mrr": 5,
+            "status": "active",
+        }
+    ],
+    "users": [{"user_id": "u9", "account_id": "a1", "created_at": "2031-01-01"}],
+    "events": [{"account_id": "a1", "timestamp": "2031-03-01", "event": "late", "event_id": "f1"}],
+    "outreach": [{"account_id": "a1", "sent_at": "2031-01-05", "channel": "email"}],
+}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_rows_dated_after_the_run_are_quarantined_in_every_dated_table(make_dataset, fmt):
+    from features.contract import TABLES
+
+    dated = {name for name, spec in TABLES.items() if spec.time_column}
+    assert dated == set(FUTURE_ROWS)  # a new dated table needs a case here
+    ds = load_dataset(make_dataset(extra=FUTURE_ROWS, fmt=fmt), now=RUN_AT)
+    assert ds.report.quarantine_counts() == {(t, "future_timestamp"): 1 for t in FUTURE_ROWS}
+    assert ds.report.future_cutoff == RUN_AT + timedelta(days=1)
+    q = pd.read_parquet(ds.path / "_quarantine" / "events.parquet")
+    assert q["event_id"].tolist() == ["f1"]
+    # The clean range, and the default as-of derived from it, ignore the future row.
+    assert ds.report.tables["events"].time_max == datetime(2024, 1, 3, 11)
+    assert ds.report.clean_time_range() == (datetime(2024, 1, 3, 10), datetime(2024, 1, 3, 11))
+    assert ds.report.default_as_of() == date(2024, 1, 4)
+
+
+def test_the_future_tolerance_and_the_moment_of_the_run_are_honoured(make_dataset):
+    soon = {"account_id": "a1", "timestamp": "2024-03-02T06:00:00", "event": "x", "event_id": "s"}
+    path = make_dataset(extra={"events": [soon]})
+    assert load_dataset(path, now=RUN_AT).report.total_quarantined == 0  # within a day
+    strict = load_dataset(path, now=RUN_AT, future_tolerance=timedelta(hours=1))
+    assert strict.report.quarantine_counts() == {("events", "future_timestamp"): 1}
+    aware = datetime(2024, 3, 1, 13, 0, tzinfo=UTC).astimezone()  # same instant, any zone
+    assert load_dataset(path, now=aware, future_tolerance=timedelta(0)).report.total_quarantined
+    # Without `now`, the wall clock: 2031 is in the future, 2024 is not.
+    assert load_dataset(path).report.total_quarantined == 0
+    late = {"account_id": "a1", "timestamp": "2031-01-01", "event": "x", "event_id": "l"}
+    ds = load_dataset(make_dataset(extra={"events": [late]}, name="late"))
+    assert ds.report.quarantine_counts() == {("events", "future_timestamp"): 1}
+
+
+def test_the_tolerance_comes_from_the_setting(make_dataset, monkeypatch):
+    from features.settings import get_settings
+
+    soon = {"account_id": "a1", "timestamp": "2024-03-01T18:00:00", "event": "x", "event_id": "s"}
+    path = make_dataset(extra={"events": [soon]})
+    monkeypatch.setenv("EXPANSION_FUTURE_TOLERANCE_DAYS", "0.1")
+    get_settings.cache_clear()
+    try:
+        ds = load_dataset(path, now=RUN_AT)
+    finally:
+        get_settings.cache_clear()
+    assert ds.report.quarantine_counts() == {("events", "future_timestamp"): 1}
+
+
+def test_a_planned_deactivation_is_not_a_future_row(make_dataset):
+    user = {"user_id": "u9", "account_id": "a1", "created_at": "2024-01-05",
+            "deactivated_at": "9999-12-31"}  # fmt: skip
+    ds = load_dataset(make_dataset(extra={"users": [user]}), now=RUN_AT)
+    assert ds.report.total_quarantined == 0
+
+
+def _rewrite_parquet_keeping_nan(path):
+    """pandas writes NaN as null: write the added rows' floats as they are (base rows' gaps
+    stay nulls)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tests.conftest import BASE_TABLES
+
+    for file in path.glob("*.parquet"):
+        frame = pd.read_parquet(file)
+        base = frame.index < len(BASE_TABLES.get(file.stem, []))
+        columns = {
+            c: pa.array(frame[c].to_numpy(), mask=frame[c].isna().to_numpy() & base)
+            if frame[c].dtype == "float64"
+            else pa.Array.from_pandas(frame[c])
+            for c in frame.columns
+        }
+        pq.write_table(pa.table(columns), file)
+
+
+NON_FINITE = ["NaN", "nan", "inf", "-inf", "Infinity", "-Infinity"]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_non_finite_numbers_are_quarantined_in_every_numeric_column(make_dataset, fmt, value):
+    """Every numeric column of the contract (read from the column kinds), text or float."""
+    from features.contract import TABLES
+
+    number = value if fmt == "csv" else float(value)
+    extra = {
+        "accounts": [{"account_id": "a8", "created_at": "2024-01-01", "employees": number}],
+        "plans": [
+            {"plan_id": "p1", "tier": number, "base_mrr": 1.0, "seat_mrr": 1.0},
+            {"plan_id": "p2", "tier": 3, "base_mrr": number, "seat_mrr": 1.0},
+            {"plan_id": "p3", "tier": 3, "base_mrr": 1.0, "seat_mrr": number},
+        ],
+        "subscriptions": [
+            {
+                "account_id": "a1",
+                "effective_at": "2024-02-01",
+                "plan_id": "pro",
+                "seats": number,
+                "mrr": 5.0,
+                "status": "active",
+            },
+            {
+                "account_id": "a1",
+                "effective_at": "2024-02-02",
+                "plan_id": "pro",
+                "seats": 2,
+                "mrr": number,
+                "status": "active",
+            },
+        ],
+        "events": [
+            {
+                "account_id": "a1",
+                "timestamp": "2024-01-04",
+                "event": "x",
+                "event_id": "n1",
+                "quantity": number,
+            }
+        ],
+        "plan_limits": [{"plan_id": "pro", "metric": "api", "monthly_limit": number}],
+        "event_catalog": [
+            {"event": "login", "min_tier": 1},
+            {"event": "y", "min_tier": number},
+        ],
+    }
+    path = make_dataset(extra=extra, fmt=fmt)
+    if fmt == "parquet":  # pandas writes NaN as null: write the float columns as they are
+        _rewrite_parquet_keeping_nan(path)
+    ds = load_dataset(path, now=RUN_AT)
+    expected = {
+        (name, f"non_finite_{col}"): 1
+        for name, spec in TABLES.items()
+        for col in spec.numeric_columns
+    }
+    assert ds.report.quarantine_counts() == expected
+    q = pd.read_parquet(ds.path / "_quarantine" / "subscriptions.parquet")
+    assert q["reason"].tolist() == ["non_finite_seats", "non_finite_mrr"]
+    assert q["source_row"].tolist() == [3, 4]
+    assert len(ds.frame("events")) == 2 and len(ds.frame("plans")) == 2
+
+
+def test_integer_columns_out_of_range_are_unparseable_not_a_crash(make_dataset):
+    row = {"account_id": "a1", "effective_at": "2024-02-01", "plan_id": "pro", "seats": "1e300",
+           "mrr": 5, "status": "active"}  # fmt: skip
+    ds = load_dataset(make_dataset(extra={"subscriptions": [row]}))
+    assert ds.report.quarantine_counts() == {("subscriptions", "unparseable_seats"): 1}
+
+
+AMBIGUOUS = [
+    "2025-07-01 10:00:00 PST",
+    "2025-07-01 10:00:00 PDT",
+    "2025-07-01T10:00:00 EST",
+    "2025-07-01 10:00:00 CEST",
+    "2025-07-01 10:00:00 CET",
+    "2025-07-01 10:00:00 BST",
+    "2025-07-01 10:00:00 IST",
+    "2025-07-01 10:00:00PST",
+    "2025-07-01 10:00:00 EST5EDT",
+    "2025-07-01 10:00 pst",
+]
+
+
+@pytest.mark.parametrize("stamp", AMBIGUOUS)
+def test_zone_abbreviations_are_quarantined_not_guessed(make_dataset, stamp):
+    rows = {
+        "events": [{"account_id": "a1", "timestamp": stamp, "event": "x", "event_id": "z"}],
+        "outreach": [{"account_id": "a1", "sent_at": stamp, "channel": "email"}],
+    }
+    ds = load_dataset(make_dataset(extra=rows), now=datetime(2026, 1, 1))
+    assert ds.report.quarantine_counts() == {
+        ("events", "ambiguous_timezone"): 1,
+        ("outreach", "ambiguous_timezone"): 1,
+    }
+
+
+UNAMBIGUOUS = [
+    ("2025-07-01 10:00:00 America/Los_Angeles", "2025-07-01 17:00"),  # PDT, -7 in July
+    ("2025-01-01 10:00:00 America/Los_Angeles", "2025-01-01 18:00"),  # PST, -8 in winter
+    ("2025-07-01T10:00:00 Europe/Berlin", "2025-07-01 08:00"),
+    ("2025-07-01 10:00:00 Etc/GMT+5", "2025-07-01 15:00"),
+    ("2025-07-01 10:00:00 UTC", "2025-07-01 10:00"),
+    ("2025-07-01 10:00:00 GMT", "2025-07-01 10:00"),
+    ("2025-07-01T10:00:00Z", "2025-07-01 10:00"),
+    ("2025-07-01T10:00:00.250Z", "2025-07-01 10:00:00.250"),
+    ("2025-07-01 10:00:00-08:00", "2025-07-01 18:00"),
+    ("2025-07-01 10:00:00+0530", "2025-07-01 04:30"),
+    ("2025-07-01", "2025-07-01 00:00"),
+]
+
+
+@pytest.mark.parametrize(("stamp", "utc"), UNAMBIGUOUS, ids=[s for s, _ in UNAMBIGUOUS])
+def test_zone_names_and_offsets_are_converted_exactly(make_dataset, stamp, utc):
+    rows = [{"account_id": "a1", "timestamp": stamp, "event": "tz", "event_id": "z"}]
+    ds = load_dataset(make_dataset(extra={"events": rows}), now=datetime(2026, 1, 1))
+    assert ds.report.total_quarantined == 0
+    got = ds.frame("events").set_index("event_id").loc["z", "timestamp"]
+    assert got == pd.Timestamp(utc)
+
+
+def test_the_non_finite_check_is_spelled_out_for_spark():
+    """Spark has no isfinite: the engine's dialect writes it as isnan or an infinity."""
+    from features.contract import TABLES
+    from features.dataset import _rules
+    from features.engine import to_spark_sql
+
+    types = {
+        "account_id": "VARCHAR",
+        "timestamp": "VARCHAR",
+        "event": "VARCHAR",
+        "quantity": "DOUBLE",
+    }
+    case = " ".join(f"WHEN {c} THEN '{r}'" for c, r in _rules(TABLES["events"], set(types), types))
+    spark = to_spark_sql(f"SELECT CASE {case} END FROM raw_events")
+    assert "ISFINITE" not in spark.upper()
+    assert (
+        "NOT NOT (ISNAN(`t_quantity`) OR ABS(`t_quantity`) = CAST('Infinity' AS DOUBLE))" in spark
+    )
+    assert "RLIKE" in spark  # the zone abbreviation check

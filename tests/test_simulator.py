@@ -34,11 +34,50 @@ TABLES = (
 SIGNAL_CONFIG = SimulationConfig(accounts=1000, months=12, seed=11, chunk_accounts=500)
 DIRTY_CONFIG = SimulationConfig(accounts=300, months=6, seed=5, chunk_accounts=150, dirty=True)
 TINY_CONFIG = SimulationConfig(accounts=120, months=3, seed=3, chunk_accounts=50, dirty=True)
+# Reasons dirty mode must produce, per table (the loader's and issue 15's defect classes).
 DEFECT_REASONS = {
-    "duplicate_event_id",
-    "unknown_account",
-    "unparseable_timestamp",
-    "negative_quantity",
+    "events": {
+        "duplicate_event_id",
+        "unknown_account",
+        "unparseable_timestamp",
+        "negative_quantity",
+        "future_timestamp",
+        "ambiguous_timezone",
+        "non_finite_quantity",
+    },
+    "accounts": {
+        "future_timestamp",
+        "ambiguous_timezone",
+        "unparseable_created_at",
+        "non_finite_employees",
+        "duplicate_account_id",
+    },
+    "subscriptions": {
+        "future_timestamp",
+        "ambiguous_timezone",
+        "unparseable_effective_at",
+        "non_finite_mrr",
+        "non_finite_seats",
+        "negative_mrr",
+        "unknown_account",
+    },
+    "users": {
+        "future_timestamp",
+        "ambiguous_timezone",
+        "unparseable_created_at",
+        "duplicate_user_id",
+        "unknown_account",
+    },
+    "outreach": {
+        "future_timestamp",
+        "ambiguous_timezone",
+        "unparseable_sent_at",
+        "invalid_channel",
+        "unknown_account",
+    },
+    "plans": {"non_finite_base_mrr", "non_finite_seat_mrr"},
+    "plan_limits": {"non_finite_monthly_limit", "negative_monthly_limit"},
+    "event_catalog": {"invalid_signal"},
 }
 
 
@@ -182,6 +221,7 @@ def test_same_seed_writes_identical_files_and_another_seed_does_not(tmp_path: Pa
         "_truth/expansion_probability.parquet",
         "_truth/post_upsell_probability.parquet",
         "_truth/dirty_manifest.json",
+        "_truth/dirty_manifest.parquet",
     }
     assert first == again
     assert first["events.parquet"] != other["events.parquet"]
@@ -197,8 +237,9 @@ def test_clean_dataset_loads_with_zero_quarantined_rows(
         assert dataset.report.quarantine_counts() == {}
         for table in TABLES:
             assert dataset.report.tables[table].rows_clean == summary.rows[table], table
-        assert summary.defects == dict.fromkeys(sorted(DEFECT_REASONS), 0)
+        assert summary.defects == {}
         assert not (out / "_truth" / "dirty_manifest.json").exists()
+        assert not (out / "_truth" / "dirty_manifest.parquet").exists()
         events = dataset.con.sql("SELECT count(*), count(DISTINCT event_id) FROM events")
         n, distinct = events.fetchall()[0]
         assert n == distinct == summary.rows["events"]
@@ -400,16 +441,26 @@ def dirty_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Simulatio
 def test_dirty_quarantine_matches_the_manifest(
     dirty_run: tuple[Path, SimulationSummary],
 ) -> None:
+    """Every table holds defects, and the quarantine holds exactly the manifest's rows, each
+    for the reason the manifest expects (row by row, not only in number)."""
     out, summary = dirty_run
     manifest = json.loads((out / "_truth" / "dirty_manifest.json").read_text())
-    assert set(manifest["events"]) == DEFECT_REASONS
-    assert all(n > 0 for n in manifest["events"].values())
-    assert manifest["events"] == summary.defects
-    assert manifest["mixed_timezone_rows"] == summary.mixed_timezone_rows > 0
-    dataset = load_dataset(out, write_quarantine=False)
+    assert manifest.pop("mixed_timezone_rows") == summary.mixed_timezone_rows > 0
+    assert manifest == summary.defects
+    assert {t: set(reasons) for t, reasons in manifest.items()} == DEFECT_REASONS
+    rows = pd.read_parquet(out / "_truth" / "dirty_manifest.parquet")
+    dataset = load_dataset(out)
     try:
-        expected = {("events", reason): n for reason, n in manifest["events"].items()}
+        expected = {(t, r): n for t, reasons in manifest.items() for r, n in reasons.items()}
         assert dataset.report.quarantine_counts() == expected
+        for table in TABLES:
+            quarantined = pd.read_parquet(out / "_quarantine" / f"{table}.parquet")
+            want = rows[rows["table"] == table].sort_values("source_row")
+            got = quarantined.sort_values("source_row")
+            assert got["source_row"].tolist() == want["source_row"].tolist(), table
+            assert got["reason"].tolist() == want["reason"].tolist(), table
+            report = dataset.report.tables[table]
+            assert report.rows_read == report.rows_clean + len(want) == summary.rows[table]
     finally:
         dataset.close()
 
@@ -441,15 +492,27 @@ def test_mixed_time_zones_are_valid_and_converted_to_utc(
 def test_dirty_dataset_is_its_clean_twin_plus_defects(
     tmp_path: Path, dirty_run: tuple[Path, SimulationSummary]
 ) -> None:
+    """Apart from events (spoiled in place too), the clean rows of every table are exactly
+    the clean twin's: the defects are appended copies, and quarantine takes just them."""
     dirty_out, dirty_summary = dirty_run
     clean_out = tmp_path / "clean"
     clean_summary = simulate(replace(DIRTY_CONFIG, dirty=False), clean_out)
-    for table in ("accounts", "subscriptions", "users", "outreach"):
-        assert (clean_out / f"{table}.parquet").read_bytes() == (
-            dirty_out / f"{table}.parquet"
-        ).read_bytes(), table
-    duplicates = dirty_summary.defects["duplicate_event_id"]
-    assert dirty_summary.rows["events"] == clean_summary.rows["events"] + duplicates
+    dirty_ds = load_dataset(dirty_out, write_quarantine=False)
+    clean_ds = load_dataset(clean_out, write_quarantine=False)
+    try:
+        for table in TABLES:
+            if table != "events":
+                pd.testing.assert_frame_equal(
+                    dirty_ds.frame(table), clean_ds.frame(table), obj=table
+                )
+    finally:
+        dirty_ds.close()
+        clean_ds.close()
+    appended = sum(dirty_summary.defects["events"].values()) - sum(
+        dirty_summary.defects["events"][r]
+        for r in ("unknown_account", "unparseable_timestamp", "negative_quantity")
+    )
+    assert dirty_summary.rows["events"] == clean_summary.rows["events"] + appended
 
 
 def test_invalid_configs_are_refused() -> None:

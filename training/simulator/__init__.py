@@ -21,7 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from training.simulator.dynamics import ChunkSimulation, Timeline
-from training.simulator.output import TRUTH_DIR, DatasetWriter, write_static_tables
+from training.simulator.output import (
+    TRUTH_DIR,
+    DatasetWriter,
+    defect_counts,
+    write_static_tables,
+)
 
 __all__ = ["SimulationConfig", "SimulationSummary", "simulate"]
 
@@ -57,7 +62,8 @@ class SimulationSummary:
     expansions: int
     upgrades: int
     seat_expansions: int
-    defects: dict[str, int]  # quarantine reason -> rows (all zero for a clean dataset)
+    # table -> expected quarantine reason -> rows injected (empty for a clean dataset)
+    defects: dict[str, dict[str, int]]
     mixed_timezone_rows: int
 
 
@@ -69,10 +75,12 @@ def simulate(
     """Write a simulated dataset folder; `progress(done, total)` is called after each chunk."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = out_dir / TRUTH_DIR / "dirty_manifest.json"
-    manifest.unlink(missing_ok=True)  # a clean rerun into a dirty folder must not keep it
+    for suffix in ("json", "parquet"):  # a clean rerun into a dirty folder must not keep it
+        (out_dir / TRUTH_DIR / f"dirty_manifest.{suffix}").unlink(missing_ok=True)
     timeline = Timeline.build(config.start, config.months)
-    static_rows = write_static_tables(out_dir)
+    # Static tables' defects draw from their own stream, apart from the chunks' streams.
+    static_rng = np.random.default_rng([config.seed, 1 << 20]) if config.dirty else None
+    static_rows, static_defects = write_static_tables(out_dir, static_rng)
     with DatasetWriter(out_dir, config.accounts, timeline.start_us, config.dirty) as writer:
         for chunk, first in enumerate(range(0, config.accounts, config.chunk_accounts)):
             n = min(config.chunk_accounts, config.accounts - first)
@@ -83,7 +91,7 @@ def simulate(
             if progress is not None:
                 progress(first + n, config.accounts)
         if config.dirty:
-            writer.write_manifest()
+            writer.write_manifest(static_defects)
     totals = writer.totals
     rows = {**totals.rows, **static_rows}
     return SimulationSummary(
@@ -92,6 +100,6 @@ def simulate(
         expansions=totals.upgrades + totals.seat_expansions,
         upgrades=totals.upgrades,
         seat_expansions=totals.seat_expansions,
-        defects=dict(sorted(totals.defects.items())),
+        defects=defect_counts(static_defects + totals.defects),
         mixed_timezone_rows=totals.mixed_timezone_rows,
     )

@@ -3,19 +3,31 @@
 Tables that grow with the number of accounts are streamed chunk by chunk through one
 `ParquetWriter` each, so memory is bounded by the chunk size. Writer options are fixed and no
 wall-clock value is written, so a seed always produces byte-identical files.
+
+Dirty mode puts defects in every table. Events get some in place (unknown accounts, bad
+timestamps, negative quantities, duplicated ids, plus valid rows written with UTC offsets);
+every table also gets defective copies of its own rows appended after each chunk (dated 100
+years ahead, written with a zone abbreviation, NaN or infinite numbers, unknown accounts,
+duplicate keys, ...), so that the clean rows of every table other than events are exactly
+those of the clean twin. `_truth/dirty_manifest.parquet` lists every defective row (table,
+1-based `source_row` as in the quarantine, key, defect, expected quarantine reason), and
+`_truth/dirty_manifest.json` counts them per table and reason.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from features.contract import TABLES, Reason
 from training.simulator import catalog as cat
 from training.simulator.dynamics import DAY_US, SECOND_US, ChunkResult, list_price
 
@@ -40,29 +52,202 @@ DEFECT_RATES = {
 MIXED_TIMEZONE_RATE = 0.004
 TZ_OFFSETS_MINUTES = (120, -300, 330, -480, 60, 540)
 BAD_TIMESTAMPS = ("not-a-date", "2024-13-45T99:00", "2024-02-30T10:00:00", "31/31/2024 25:61")
+# Appended defective copies: this share of a chunk's rows per defect, at least one row each.
+COPY_DEFECT_RATE = 0.001
+ZONE_ABBREVIATIONS = ("PST", "EST", "CEST", "BST", "IST", "CET")
+FUTURE_YEARS = 100  # future-dated copies: far past any moment a dataset is loaded at
+# Tables whose time column is text in dirty mode (only text can carry a zone abbreviation).
+TEXT_TIME_COLUMNS = {
+    "accounts": "created_at",
+    "subscriptions": "effective_at",
+    "users": "created_at",
+    "events": "timestamp",
+    "outreach": "sent_at",
+}
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("table", pa.string()),
+        ("source_row", pa.int64()),
+        ("key", pa.string()),
+        ("defect", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+
+
+@dataclass
+class DirtyContext:
+    """What defective copies are made of: a far-future date and made-up account ids."""
+
+    future_text: str
+    ghosts: int = 0
+
+    def ghost(self) -> str:
+        self.ghosts += 1
+        return f"acct_ghost{self.ghosts:06d}"
+
+
+Mutation = Callable[[dict[str, Any], DirtyContext, np.random.Generator], None]
+
+
+def _set(column: str, value: Any) -> Mutation:
+    def apply(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+        row[column] = value
+
+    return apply
+
+
+def _future(column: str) -> Mutation:
+    def apply(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+        row[column] = ctx.future_text
+
+    return apply
+
+
+def _zone(column: str) -> Mutation:
+    """The same wall-clock text with an abbreviation appended: what a careless export does."""
+
+    def apply(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+        abbreviation = ZONE_ABBREVIATIONS[int(rng.integers(len(ZONE_ABBREVIATIONS)))]
+        row[column] = f"{str(row[column])[:19]} {abbreviation}"
+
+    return apply
+
+
+def _ghost_account(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+    row["account_id"] = ctx.ghost()
+
+
+def _negative(column: str) -> Mutation:
+    def apply(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+        row[column] = -abs(float(row[column])) - 1.0
+
+    return apply
+
+
+def _no_change(row: dict[str, Any], ctx: DirtyContext, rng: np.random.Generator) -> None:
+    """An exact copy: a duplicate key, later in the file than its original."""
+
+
+def _time_defects(column: str) -> list[tuple[str, str, Mutation]]:
+    return [
+        ("future_timestamp", Reason.FUTURE_TIMESTAMP, _future(column)),
+        ("zone_abbreviation", Reason.AMBIGUOUS_TIMEZONE, _zone(column)),
+        ("bad_timestamp_text", Reason.unparseable(column), _set(column, "not-a-date")),
+    ]
+
+
+# table -> (defect, expected quarantine reason, how a copy of a clean row is spoiled). Each
+# copy breaks one row rule, which the loader checks before duplicate keys: the copy is
+# quarantined for that reason and its original stays clean.
+COPY_DEFECTS: dict[str, list[tuple[str, str, Mutation]]] = {
+    "accounts": [
+        *_time_defects("created_at"),
+        ("nan_employees", Reason.non_finite("employees"), _set("employees", float("nan"))),
+        ("duplicate_key", Reason.duplicate(TABLES["accounts"].key), _no_change),
+    ],
+    "subscriptions": [
+        *_time_defects("effective_at"),
+        ("nan_mrr", Reason.non_finite("mrr"), _set("mrr", float("nan"))),
+        ("inf_seats", Reason.non_finite("seats"), _set("seats", float("inf"))),
+        ("negative_mrr", Reason.NEGATIVE_MRR, _negative("mrr")),
+        ("unknown_account", Reason.UNKNOWN_ACCOUNT, _ghost_account),
+    ],
+    "users": [
+        *_time_defects("created_at"),
+        ("duplicate_key", Reason.duplicate(TABLES["users"].key), _no_change),
+        ("unknown_account", Reason.UNKNOWN_ACCOUNT, _ghost_account),
+    ],
+    "events": [
+        ("future_timestamp", Reason.FUTURE_TIMESTAMP, _future("timestamp")),
+        ("zone_abbreviation", Reason.AMBIGUOUS_TIMEZONE, _zone("timestamp")),
+        ("nan_quantity", Reason.non_finite("quantity"), _set("quantity", float("nan"))),
+        ("inf_quantity", Reason.non_finite("quantity"), _set("quantity", float("inf"))),
+        ("minus_inf_quantity", Reason.non_finite("quantity"), _set("quantity", float("-inf"))),
+    ],
+    "outreach": [
+        *_time_defects("sent_at"),
+        ("invalid_channel", Reason.INVALID_CHANNEL, _set("channel", "carrier_pigeon")),
+        ("unknown_account", Reason.UNKNOWN_ACCOUNT, _ghost_account),
+    ],
+    "plans": [
+        ("nan_base_mrr", Reason.non_finite("base_mrr"), _set("base_mrr", float("nan"))),
+        ("inf_seat_mrr", Reason.non_finite("seat_mrr"), _set("seat_mrr", float("inf"))),
+    ],
+    "plan_limits": [
+        ("inf_monthly_limit", Reason.non_finite("monthly_limit"), _set("monthly_limit", np.inf)),
+        ("negative_monthly_limit", Reason.NEGATIVE_LIMIT, _negative("monthly_limit")),
+    ],
+    "event_catalog": [
+        ("invalid_signal", Reason.INVALID_SIGNAL, _set("signal", "telepathy")),
+    ],
+}
+
+
+def _row_key(table: str, row: dict[str, Any]) -> str:
+    """The row's contract key as text (keyless tables: account and time)."""
+    key = TABLES[table].key or ("account_id", TABLES[table].time_column or "")
+    return "|".join("" if row.get(k) is None else str(row[k]) for k in key)
+
+
+def append_defects(
+    name: str,
+    table: pa.Table,
+    rng: np.random.Generator,
+    ctx: DirtyContext,
+    rows_before: int,
+    eligible: np.ndarray | None = None,
+) -> tuple[pa.Table, list[dict[str, Any]]]:
+    """`table` plus one defective copy of a random clean row per defect (more for large
+    chunks), and the manifest rows naming each copy by its 1-based row in the file."""
+    pool = np.arange(table.num_rows) if eligible is None else np.asarray(eligible)
+    if not len(pool):
+        return table, []
+    copies: list[dict[str, Any]] = []
+    manifest: list[dict[str, Any]] = []
+    for defect, reason, spoil in COPY_DEFECTS[name]:
+        n = max(1, round(table.num_rows * COPY_DEFECT_RATE))
+        originals = np.sort(rng.choice(pool, n, replace=len(pool) < n))
+        for row in table.take(pa.array(originals)).to_pylist():
+            spoil(row, ctx, rng)
+            copies.append(row)
+            manifest.append(
+                {
+                    "table": name,
+                    "source_row": rows_before + table.num_rows + len(copies),
+                    "key": _row_key(name, row),
+                    "defect": defect,
+                    "reason": reason,
+                }
+            )
+    return pa.concat_tables([table, pa.Table.from_pylist(copies, schema=table.schema)]), manifest
 
 
 def _schemas(dirty: bool) -> dict[str, pa.Schema]:
     s = pa.string()
+    # Dirty data carries text times (bad values, offsets, zone abbreviations) and non-finite
+    # counts: only strings and floats can. Truth tables and deactivated_at stay typed.
+    when = s if dirty else TS
+    count = pa.float64() if dirty else pa.int64()
     return {
         "accounts": pa.schema(
             [
                 ("account_id", s),
-                ("created_at", TS),
+                ("created_at", when),
                 ("name", s),
                 ("segment", s),
                 ("industry", s),
                 ("region", s),
                 ("csm_owner", s),
-                ("employees", pa.int64()),
+                ("employees", count),
             ]
         ),
         "subscriptions": pa.schema(
             [
                 ("account_id", s),
-                ("effective_at", TS),
+                ("effective_at", when),
                 ("plan_id", s),
-                ("seats", pa.int64()),
+                ("seats", count),
                 ("mrr", pa.float64()),
                 ("status", s),
             ]
@@ -71,16 +256,15 @@ def _schemas(dirty: bool) -> dict[str, pa.Schema]:
             [
                 ("user_id", s),
                 ("account_id", s),
-                ("created_at", TS),
+                ("created_at", when),
                 ("deactivated_at", TS),
                 ("role", s),
             ]
         ),
-        # Dirty data carries unparseable values and UTC offsets: only a string column can.
         "events": pa.schema(
             [
                 ("account_id", s),
-                ("timestamp", s if dirty else TS),
+                ("timestamp", when),
                 ("event", s),
                 ("user_id", s),
                 ("event_id", s),
@@ -90,7 +274,7 @@ def _schemas(dirty: bool) -> dict[str, pa.Schema]:
         "outreach": pa.schema(
             [
                 ("account_id", s),
-                ("sent_at", TS),
+                ("sent_at", when),
                 ("channel", s),
                 ("trigger", s),
                 ("holdout", pa.bool_()),
@@ -128,14 +312,24 @@ def _ts(us: np.ndarray, null: np.ndarray | None = None) -> pa.Array:
     return pa.array(np.asarray(us, dtype=np.int64), TS, mask=null)
 
 
+def _iso_us(us: np.ndarray) -> pa.Array:
+    """Naive ISO-8601 strings (UTC) to the microsecond: the exact instant, as text."""
+    return pc.strftime(_ts(us), format="%Y-%m-%dT%H:%M:%S")
+
+
 def _iso(us: np.ndarray) -> pa.Array:
     """Naive ISO-8601 strings (UTC) at whole seconds."""
     secs = pa.array(np.asarray(us, dtype=np.int64) // SECOND_US, pa.timestamp("s"))
     return pc.strftime(secs, format="%Y-%m-%dT%H:%M:%S")
 
 
-def write_static_tables(out_dir: Path) -> dict[str, int]:
-    """The price list, quotas and event catalog: the same for every simulated dataset."""
+def write_static_tables(
+    out_dir: Path, dirty_rng: np.random.Generator | None = None
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """The price list, quotas and event catalog: the same for every simulated dataset.
+
+    With `dirty_rng`, defective copies are appended; returns the row counts and the manifest
+    rows of those copies."""
     plans = pa.table(
         {
             "plan_id": [p.plan_id for p in cat.PLANS],
@@ -166,9 +360,14 @@ def write_static_tables(out_dir: Path) -> dict[str, int]:
         }
     )
     tables = {"plans": plans, "plan_limits": limits, "event_catalog": catalog}
+    manifest: list[dict[str, Any]] = []
     for name, table in tables.items():
+        if dirty_rng is not None:
+            table, injected = append_defects(name, table, dirty_rng, DirtyContext(""), 0)
+            tables[name] = table
+            manifest += injected
         pq.write_table(table, out_dir / f"{name}.parquet", **WRITE_OPTIONS)
-    return {name: t.num_rows for name, t in tables.items()}
+    return {name: t.num_rows for name, t in tables.items()}, manifest
 
 
 @dataclass
@@ -176,7 +375,7 @@ class WriteTotals:
     """Running counts over all chunks written so far."""
 
     rows: dict[str, int] = field(default_factory=dict)
-    defects: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DEFECT_RATES, 0))
+    defects: list[dict[str, Any]] = field(default_factory=list)  # manifest rows, dirty mode
     mixed_timezone_rows: int = 0
     upgrades: int = 0
     seat_expansions: int = 0
@@ -194,6 +393,8 @@ class DatasetWriter:
         self.schemas = _schemas(dirty)
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.totals = WriteTotals()
+        future_us = np.array([start_us + FUTURE_YEARS * 365 * DAY_US])
+        self.dirty_context = DirtyContext(future_text=_iso(future_us).to_pylist()[0])
 
     def __enter__(self) -> DatasetWriter:
         (self.out_dir / TRUTH_DIR).mkdir(parents=True, exist_ok=True)
@@ -206,10 +407,22 @@ class DatasetWriter:
         for w in self.writers.values():
             w.close()
 
-    def _write(self, name: str, columns: dict[str, pa.Array]) -> None:
-        table = pa.table(columns, schema=self.schemas[name])
+    def _write(
+        self, name: str, columns: dict[str, pa.Array], rng: np.random.Generator | None = None
+    ) -> None:
+        schema = self.schemas[name]
+        table = pa.table({k: v.cast(schema.field(k).type) for k, v in columns.items()})
+        if rng is not None and self.dirty:
+            table, injected = append_defects(
+                name, table, rng, self.dirty_context, self.totals.rows.get(name, 0)
+            )
+            self.totals.defects += injected
         self.writers[name].write_table(table, row_group_size=ROW_GROUP_ROWS)
         self.totals.rows[name] = self.totals.rows.get(name, 0) + table.num_rows
+
+    def _when(self, us: np.ndarray) -> pa.Array:
+        """A time column: typed, or exact ISO text in dirty mode (see `_schemas`)."""
+        return _iso_us(us) if self.dirty else _ts(us)
 
     def write_chunk(self, res: ChunkResult, dirty_rng: np.random.Generator) -> None:
         t = self.totals
@@ -229,7 +442,7 @@ class DatasetWriter:
             "accounts",
             {
                 "account_id": acct_ids,
-                "created_at": _ts(a["created_us"]),
+                "created_at": self._when(a["created_us"]),
                 "name": pa.array(names, pa.string()),
                 "segment": _take(cat.SEGMENTS, a["segment"]),
                 "industry": _take(cat.INDUSTRIES, a["industry"]),
@@ -237,6 +450,7 @@ class DatasetWriter:
                 "csm_owner": _take(cat.CSM_OWNERS, a["csm"]),
                 "employees": pa.array(a["employees"], pa.int64()),
             },
+            dirty_rng,
         )
 
         s = res.subscriptions
@@ -246,12 +460,13 @@ class DatasetWriter:
             "subscriptions",
             {
                 "account_id": pc.take(acct_ids, pa.array(s["acct"])),
-                "effective_at": _ts(s["time_us"]),
+                "effective_at": self._when(s["time_us"]),
                 "plan_id": _take(tuple(p.plan_id for p in cat.PLANS), s["tier"] - 1),
                 "seats": pa.array(s["seats"], pa.int64()),
                 "mrr": pa.array(np.round(mrr, 2), pa.float64()),
                 "status": _take(STATUS_NAMES, s["status"]),
             },
+            dirty_rng,
         )
 
         u = res.users
@@ -260,10 +475,11 @@ class DatasetWriter:
             {
                 "user_id": user_ids,
                 "account_id": pc.take(acct_ids, pa.array(u["acct"])),
-                "created_at": _ts(u["created_us"]),
+                "created_at": self._when(u["created_us"]),
                 "deactivated_at": _ts(u["deact_us"], null=u["deact_us"] == 0),
                 "role": _take(cat.ROLES, u["role"]),
             },
+            dirty_rng,
         )
 
         o = res.outreach
@@ -271,11 +487,12 @@ class DatasetWriter:
             "outreach",
             {
                 "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
-                "sent_at": _ts(o["time_us"]),
+                "sent_at": self._when(o["time_us"]),
                 "channel": _take(cat.OUTREACH_CHANNELS, o["channel"]),
                 "trigger": _take(cat.OUTREACH_TRIGGERS, o["trigger"]),
                 "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
             },
+            dirty_rng,
         )
 
         tr = res.expansion_truth
@@ -389,16 +606,53 @@ class DatasetWriter:
         )
         dup = groups["duplicate_event_id"]
         table = pa.concat_tables([table, table.take(pa.array(dup))])
+        before = t.rows.get("events", 0)
+        # Rows spoiled in place, by their 1-based row in the file; duplicates follow the chunk.
+        spoiled = [(k, groups[k]) for k in DEFECT_RATES if k != "duplicate_event_id"]
+        spoiled.append(("duplicate_event_id", m + np.arange(len(dup))))
+        event_ids = table.column("event_id")
+        for defect, rows in spoiled:
+            for i in rows.tolist():
+                t.defects.append(
+                    {
+                        "table": "events",
+                        "source_row": before + i + 1,
+                        "key": event_ids[i].as_py(),
+                        "defect": defect,
+                        "reason": defect,
+                    }
+                )
+        # Defective copies of rows left as they were (so each offset row stays one of a kind).
+        intact = np.setdiff1d(np.arange(m), np.concatenate([picked, dup]))
+        table, injected = append_defects(
+            "events", table, rng, self.dirty_context, before, eligible=intact
+        )
+        t.defects += injected
         self.writers["events"].write_table(table, row_group_size=ROW_GROUP_ROWS)
-        t.rows["events"] = t.rows.get("events", 0) + table.num_rows
-        for k, c in counts.items():
-            t.defects[k] += c
+        t.rows["events"] = before + table.num_rows
         t.mixed_timezone_rows += n_mixed
 
-    def write_manifest(self) -> None:
-        manifest = {
-            "events": dict(sorted(self.totals.defects.items())),
-            "mixed_timezone_rows": self.totals.mixed_timezone_rows,
-        }
+    def write_manifest(self, static_defects: list[dict[str, Any]]) -> None:
+        """`_truth/dirty_manifest.parquet`: every defective row; `.json`: counts per table and
+        reason, plus the valid rows written with UTC offsets."""
+        rows = sorted(
+            static_defects + self.totals.defects, key=lambda r: (r["table"], r["source_row"])
+        )
+        pq.write_table(
+            pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA),
+            self.out_dir / TRUTH_DIR / "dirty_manifest.parquet",
+            **WRITE_OPTIONS,
+        )
+        manifest: dict[str, Any] = defect_counts(rows)
+        manifest["mixed_timezone_rows"] = self.totals.mixed_timezone_rows
         path = self.out_dir / TRUTH_DIR / "dirty_manifest.json"
         path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def defect_counts(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """Manifest rows counted per table and expected reason."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        per_table = counts.setdefault(r["table"], {})
+        per_table[r["reason"]] = per_table.get(r["reason"], 0) + 1
+    return {t: dict(sorted(c.items())) for t, c in sorted(counts.items())}
