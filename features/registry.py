@@ -61,7 +61,7 @@ Stage = Literal["state", "aggregate", "derived", "quota"]
 # It is not derived from the hash itself, so that models trained before it was recorded
 # (version "1") stay valid while the definitions are the same.
 FEATURE_SET_VERSION = "1"
-DEFINITIONS_FINGERPRINT = "TBD"
+DEFINITIONS_FINGERPRINT = "738a3431db2ddd28"
 
 
 @dataclass(frozen=True, order=True)
@@ -983,7 +983,7 @@ def windows(registry: tuple[Feature, ...] = FEATURES) -> tuple[Window, ...]:
 
 
 def check_registry(registry: tuple[Feature, ...]) -> None:
-    """Fail on duplicate names or a derived feature that reads a column declared after it."""
+    """Fail on a name declared twice (the builder and the model need one column per name)."""
     seen: set[str] = set()
     for f in registry:
         if f.name in seen:
