@@ -88,6 +88,8 @@ SOURCES = {
     "team": ("users", ("when", "a.created_at < dt.as_of")),
     "first_use": ("first_use", ("day", "a.first_d")),
 }
+# The quota features' trailing window (util_30d, days_above_85; the projection before day 7).
+QUOTA_WINDOW = Window(30)
 # The quota windows reach back to the previous month's first day: at most 62 days.
 QUOTA_REACH = 62
 
@@ -548,11 +550,11 @@ WITH base AS (
 near AS ({near}),
 usage AS (
     SELECT as_of, account_id, metric,
-        SUM(CASE WHEN d >= t - 30 THEN quantity ELSE 0 END) AS usage_30d,
+        SUM(CASE WHEN {QUOTA_WINDOW.sql("d", "t")} THEN quantity ELSE 0 END) AS usage_30d,
         SUM(CASE WHEN d >= pm0 AND d < m0 THEN quantity ELSE 0 END) AS usage_last_month,
         SUM(CASE WHEN d >= m0 THEN quantity ELSE 0 END) AS usage_mtd
     FROM near
-    WHERE d >= LEAST(t - 30, pm0)
+    WHERE d >= LEAST(t - {QUOTA_WINDOW.start}, pm0)
     GROUP BY as_of, account_id, metric
 ),
 cum AS (
@@ -561,7 +563,7 @@ cum AS (
             PARTITION BY q.as_of, q.account_id, q.metric, q.m ORDER BY q.d
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
     FROM near q
-    WHERE q.m_next > q.t - 30
+    WHERE q.m_next > q.t - {QUOTA_WINDOW.start}
 ),
 crossing AS (
     SELECT as_of, account_id, metric, m, MIN(m_next) AS m_next, MIN(t) AS t, MIN(d) AS cross_d
@@ -571,7 +573,8 @@ crossing AS (
 ),
 above AS (
     SELECT as_of, account_id, metric,
-        SUM(GREATEST(0, LEAST(m_next, t) - GREATEST(cross_d, t - 30))) AS days_above_85
+        SUM(GREATEST(0, LEAST(m_next, t) - GREATEST(cross_d, t - {QUOTA_WINDOW.start})))
+            AS days_above_85
     FROM crossing
     GROUP BY as_of, account_id, metric
 )
@@ -581,7 +584,8 @@ SELECT b.as_of, b.account_id, b.metric,
     CASE WHEN b.elapsed > 0
         THEN COALESCE(u.usage_mtd, 0) / NULLIF(b.lim * b.elapsed / b.dim, 0) END AS util_mtd,
     CASE WHEN b.elapsed >= 7 THEN COALESCE(u.usage_mtd, 0) * b.dim / b.elapsed
-        ELSE COALESCE(u.usage_30d, 0) * b.dim / 30.0 END / NULLIF(b.lim, 0) AS projected_util,
+        ELSE COALESCE(u.usage_30d, 0) * b.dim / {QUOTA_WINDOW.days}.0 END / NULLIF(b.lim, 0)
+        AS projected_util,
     CAST(COALESCE(ab.days_above_85, 0) AS DOUBLE) AS days_above_85
 FROM base b
 LEFT JOIN usage u ON u.as_of = b.as_of AND u.account_id = b.account_id AND u.metric = b.metric
