@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from benchmarks.common import BENCH_DIR, console, dataset, measured, print_table
+from features.reference import reference_features, reference_sql
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -107,67 +108,18 @@ def _training_set(path: str, n_dates: int) -> tuple[int, int, object]:
 
 
 # The reference: per observation date, one query straight over the raw files that computes the
-# registry's activity and breadth columns the way an analyst would write them (all history
-# before the date for first use and recency; the plan tier for in-plan and premium use). The
-# bench checks that it returns the builder's values before it trusts the ratio.
-NAIVE_SQL = """
-WITH tier AS (
-    SELECT s.account_id, arg_max(p.tier, s.effective_at) AS tier
-    FROM read_parquet($subscriptions) s JOIN read_parquet($plans) p ON p.plan_id = s.plan_id
-    WHERE s.effective_at < $t
-    GROUP BY s.account_id
-),
-e AS (
-    SELECT e.account_id, e.user_id, CAST(e.timestamp AS DATE) AS day,
-        COALESCE(c.feature, e.event) AS feature, c.workflow, COALESCE(c.power, false) AS power,
-        c.min_tier, c.signal
-    FROM read_parquet($events) e LEFT JOIN read_parquet($catalog) c ON c.event = e.event
-    WHERE e.timestamp < $t
-),
-hist AS (
-    SELECT account_id,
-        COUNT(*) FILTER (first_day >= CAST($t AS DATE) - 30) AS new_features_30d,
-        CAST($t AS DATE) - MAX(last_day) AS days_since_last_event
-    FROM (SELECT account_id, feature, MIN(day) AS first_day, MAX(day) AS last_day
-          FROM e GROUP BY account_id, feature)
-    GROUP BY account_id
-),
-w AS (
-    SELECT e.*, CAST($t AS DATE) - e.day AS age, COALESCE(tier.tier, 0) AS tier
-    FROM e LEFT JOIN tier USING (account_id)
-    WHERE e.day >= CAST($t AS DATE) - 90
+# registry's activity and breadth columns the way an analyst would write them, generated from
+# their declarations (features.reference). The bench checks that it returns the builder's
+# values before it trusts the ratio.
+NAIVE_SQL = reference_sql(
+    reference_features(families=("activity", "breadth")),
+    tables={
+        "events": "read_parquet($events)",
+        "event_catalog": "read_parquet($catalog)",
+        "subscriptions": "read_parquet($subscriptions)",
+        "plans": "read_parquet($plans)",
+    },
 )
-SELECT w.account_id,
-    COUNT(*) FILTER (age <= 7) AS events_7d,
-    COUNT(*) FILTER (age <= 30) AS events_30d,
-    COUNT(*) AS events_90d,
-    COUNT(*) FILTER (age > 30 AND age <= 60) AS events_prev_30d,
-    COUNT(DISTINCT day) FILTER (age <= 7) AS active_days_7d,
-    COUNT(DISTINCT day) FILTER (age <= 30) AS active_days_30d,
-    COUNT(DISTINCT day) AS active_days_90d,
-    COUNT(DISTINCT user_id) FILTER (age <= 7) AS active_users_7d,
-    COUNT(DISTINCT user_id) FILTER (age <= 30) AS active_users_30d,
-    COUNT(DISTINCT user_id) FILTER (age > 30 AND age <= 60) AS active_users_prev_30d,
-    COUNT(DISTINCT (user_id, day)) FILTER (age <= 30 AND user_id IS NOT NULL) AS user_days_30d,
-    COUNT(DISTINCT feature) FILTER (age <= 30) AS distinct_features_30d,
-    COUNT(DISTINCT feature) AS distinct_features_90d,
-    COUNT(DISTINCT feature) FILTER (age > 30 AND age <= 60) AS distinct_features_prev_30d,
-    COUNT(DISTINCT workflow) FILTER (age <= 30) AS distinct_workflows_30d,
-    COUNT(DISTINCT workflow) AS distinct_workflows_90d,
-    COUNT(DISTINCT feature) FILTER (age <= 30 AND (min_tier IS NULL OR min_tier <= tier))
-        AS plan_features_used_30d,
-    COUNT(*) FILTER (power AND age <= 14) AS power_events_14d,
-    COUNT(*) FILTER (power AND age <= 30) AS power_events_30d,
-    COUNT(DISTINCT feature) FILTER (power AND age <= 14) AS distinct_power_features_14d,
-    COUNT(DISTINCT feature) FILTER (power AND age <= 30) AS distinct_power_features_30d,
-    COUNT(*) FILTER (min_tier > tier AND age <= 30) AS premium_trial_events_30d,
-    COUNT(DISTINCT feature) FILTER (min_tier > tier AND age <= 30) AS premium_trial_features_30d,
-    COUNT(*) FILTER (signal = 'paywall' AND age <= 30) AS paywall_hits_30d,
-    ANY_VALUE(h.new_features_30d) AS new_features_30d,
-    ANY_VALUE(h.days_since_last_event) AS days_since_last_event
-FROM w LEFT JOIN hist h USING (account_id)
-GROUP BY w.account_id
-"""
 
 
 def _dates(path: str, n_dates: int) -> list:

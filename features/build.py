@@ -1,11 +1,25 @@
 """Build the point-in-time account feature frame: `build_features(dataset, as_of)`.
 
 Raw events are scanned once per roll-up (`features.rollup`: day rows, or 32-day blocks of day
-masks); every feature then reads
-the roll-ups, for any number of as-of dates in one pass. The window rule lives here and only
-here: a row at day `d` counts for as-of day `t` when `t - window <= d < t`, so nothing at or
-after the as-of date is ever read. As-of values are dates (midnight UTC); a time of day is
-dropped, which only ever uses less data.
+masks); every feature then reads the roll-ups, for any number of as-of dates in one pass. The
+SQL of each feature is generated from its declaration in `features.registry` (its kind, source
+and window); the window rule is `features.registry.Window`: a row at day `d` counts for as-of
+day `t` when `t - start <= d < t - end`, so nothing at or after the as-of date is ever read.
+As-of values are dates (midnight UTC); a time of day is dropped, which only ever uses less data.
+
+Two fast paths are picked from a feature's kind, never from its SQL text; each computes exactly
+what the plain definition says (`features.reference` writes that plain SQL, and the tests
+compare the two):
+
+- *Day masks* (kind `active_days`, and the last event day): a 32-day block of an account's (or
+  a user's) days is one BIGINT whose bit `i` says "active on day 32 * b + i". A window is then
+  one mask per block (`window_mask`), and "days active in the window" reads as
+  `BIT_COUNT(block_mask & window_mask)` summed over the blocks: the number of days in the set
+  {active days} intersected with {window days}.
+- *Value sets* (kind `distinct` over events): the features (or workflows) an account used in a
+  window, as a set of value numbers held as the bits of a few 63-bit words (`_set_words`). Read
+  `BIT_OR(1 << feature_no)` as "the set of features", `BIT_COUNT` of it as "its size", that is
+  `COUNT(DISTINCT feature)`; it is made in the same pass as the sums, with no hash table.
 
 One row per account that is `active` or `trialing` at the as-of date, columns `as_of`,
 `account_id`, then the registry's features in model order.
@@ -17,7 +31,6 @@ through sqlglot (`features.engine`); only the dtypes are fixed in pandas.
 from __future__ import annotations
 
 import calendar
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,35 +41,31 @@ from features.dataset import Dataset
 from features.derived import EXPANSION_KINDS
 from features.engine import Engine
 from features.registry import (
-    CATEGORICAL,
     FEATURES,
     QUOTA_METRIC_COLUMNS,
     Feature,
-    distinct_parts,
+    Window,
+    check_registry,
     feature_list,
     metric_slug,
+    windows,
 )
 from features.rollup import BLOCK_DAYS, BLOCK_TABLES, NUMBERED, ensure_rollups
 
 EPOCH = date(1970, 1, 1)
 KEYS = ["as_of", "account_id"]
 
-# The window rule, in one place: window name -> (lo, hi) meaning t - lo <= d < t - hi.
-WINDOWS = {"7d": (7, 0), "14d": (14, 0), "30d": (30, 0), "prev30d": (60, 30), "90d": (90, 0)}
+# The registry's windows by name (`features.registry.Window` holds the rule).
+WINDOWS: dict[str, Window] = {w.name: w for w in windows()}
 
-# Windowed sources: roll-up table, grouping keys, the value counted, and the windows needed.
-# They are pre-aggregated per as-of date into `fs_win_<source>` with one `n_<window>` column per
-# window, so each roll-up row is read once per date it can reach and features are plain sums.
+# Windowed sources: roll-up table, grouping keys and the value counted. They are pre-aggregated
+# per as-of date into `fs_win_<source>` with one `n_<window>` column per window its features
+# use, so each roll-up row is read once per date it can reach and features are plain sums.
 # A block table (`features.rollup.BLOCK_TABLES`) counts active days: the bits of its day mask
 # within the window's mask for that block (value None).
 WINDOWED = {
-    "activity": (
-        "activity_day",
-        ("account_id", "event"),
-        "a.n_events",
-        ("7d", "14d", "30d", "prev30d", "90d"),
-    ),
-    "users": ("user_block", ("account_id", "user_id"), None, ("7d", "30d", "prev30d")),
+    "activity": ("activity_day", ("account_id", "event"), "a.n_events"),
+    "users": ("user_block", ("account_id", "user_id"), None),
 }
 # Attributes joined onto a windowed source after its sums (they are functions of its keys,
 # so grouping by them too would only make the hash keys wider).
@@ -68,26 +77,30 @@ WINDOWED_ATTRIBUTES = {
     ),
 }
 
-# Other sources: where their rows come from and which of them fall in an as-of date's reach:
-# a day column within so many days before it, the windows a block table is read for, or a
-# condition on the as-of date row.
+# Other sources: the table their rows come from and which of them fall in an as-of date's
+# reach: ("blocks", None) a block table's blocks that its features' windows reach; ("day",
+# column) rows whose day column is within the longest of its features' windows; ("when",
+# condition) rows meeting a condition on the as-of date row `dt`.
 SOURCES = {
     "activity": None,
     "users": None,
-    "days": ("account_block", ("7d", "30d", "90d")),
-    "team": ("users", "a.created_at < dt.as_of"),
-    "first_use": ("first_use", ("a.first_d", 30)),
+    "days": ("account_block", ("blocks", None)),
+    "team": ("users", ("when", "a.created_at < dt.as_of")),
+    "first_use": ("first_use", ("day", "a.first_d")),
 }
-# The longest reach: `as_of_days` holds every day within it before each as-of date, and
-# `as_of_blocks` every block that holds one.
-REACH = max(
-    [lo for lo, _ in WINDOWS.values()]
-    + [
-        src[1][1]
-        for src in SOURCES.values()
-        if src and src[0] not in BLOCK_TABLES and isinstance(src[1], tuple)
-    ]
-)
+# The quota features' trailing window (util_30d, days_above_85; the projection before day 7).
+QUOTA_WINDOW = Window(30)
+# The quota windows reach back to the previous month's first day: at most 62 days.
+QUOTA_REACH = 62
+
+
+def reach(registry: tuple[Feature, ...] = FEATURES) -> int:
+    """The longest reach back: `as_of_days` holds every day within it before each as-of date,
+    and `as_of_blocks` every block that holds one."""
+    return max([QUOTA_REACH, *(w.start for w in windows(registry))])
+
+
+REACH = reach()
 # The steps `build_feature_frame` reports to its `progress` callback, in order.
 STEPS = ("roll-ups", "account state", *SOURCES, "recency", "quota")
 Progress = Callable[[str], None]
@@ -120,46 +133,45 @@ def as_of_frame(dates: Iterable[date]) -> pd.DataFrame:
                 "pm0": (pm0 - EPOCH).days,
                 "dim": calendar.monthrange(d.year, d.month)[1],
                 "elapsed": d.day - 1,
-                "as_of_m30": pd.Timestamp(d - timedelta(days=30)),
-                "as_of_m90": pd.Timestamp(d - timedelta(days=90)),
             }
         )
     frame = pd.DataFrame(rows)
-    for col in ("as_of", "as_of_m30", "as_of_m90"):
-        frame[col] = frame[col].astype("datetime64[us]")
+    frame["as_of"] = frame["as_of"].astype("datetime64[us]")
     return frame
 
 
-def as_of_days_frame(dates: pd.DataFrame) -> pd.DataFrame:
-    """Every day in reach of each as-of date: (as_of, t, d) for t - REACH <= d < t."""
-    back = list(range(1, REACH + 1))
+def as_of_days_frame(dates: pd.DataFrame, days: int = REACH) -> pd.DataFrame:
+    """Every day in reach of each as-of date: (as_of, t, d) for t - days <= d < t."""
+    back = list(range(1, days + 1))
     frame = dates[["as_of", "t"]].loc[dates.index.repeat(len(back))].reset_index(drop=True)
     frame["d"] = frame["t"] - back * len(dates)
     # INTEGER like the roll-ups' day numbers, so the join compares them without a cast.
     return frame.astype({"t": "int32", "d": "int32"})
 
 
-def window_mask(t: int, block: int, window: str) -> int:
-    """The bits of `block` whose days fall in `window` of as-of day `t` (the window rule)."""
-    lo, hi = WINDOWS[window]
+def window_mask(t: int, block: int, window: Window) -> int:
+    """The bits of `block` whose days fall in `window` of as-of day `t` (the window rule: bit
+    `i` is day `BLOCK_DAYS * block + i`, set when `window.contains` that day)."""
     start = block * BLOCK_DAYS
-    first = min(max(t - lo - start, 0), BLOCK_DAYS)
-    end = min(max(t - hi - start, 0), BLOCK_DAYS)
+    first = min(max(t - window.start - start, 0), BLOCK_DAYS)
+    end = min(max(t - window.end - start, 0), BLOCK_DAYS)
     return (1 << end) - (1 << first) if end > first else 0
 
 
-def as_of_blocks_frame(dates: pd.DataFrame) -> pd.DataFrame:
+def as_of_blocks_frame(
+    dates: pd.DataFrame, windows: dict[str, Window] = WINDOWS, days: int = REACH
+) -> pd.DataFrame:
     """Every block in reach of each as-of date, with one day mask per window: (as_of, t, b,
     w_<window>...). A block row's active days in a window are `BIT_COUNT(a.m & dt.w_<window>)`."""
     rows = []
     for as_of, t in zip(dates["as_of"], dates["t"], strict=True):
-        for b in range((t - REACH) // BLOCK_DAYS, (t - 1) // BLOCK_DAYS + 1):
+        for b in range((t - days) // BLOCK_DAYS, (t - 1) // BLOCK_DAYS + 1):
             row = {"as_of": as_of, "t": t, "b": b}
-            row.update({f"w_{w}": window_mask(t, b, w) for w in WINDOWS})
+            row.update({f"w_{name}": window_mask(t, b, w) for name, w in windows.items()})
             rows.append(row)
-    columns = ["as_of", "t", "b", *(f"w_{w}" for w in WINDOWS)]
+    columns = ["as_of", "t", "b", *(f"w_{w}" for w in windows)]
     frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"t": "int32", "b": "int32"} | {f"w_{w}": "int64" for w in WINDOWS})
+    return frame.astype({"t": "int32", "b": "int32"} | {f"w_{w}": "int64" for w in windows})
 
 
 def quota_metrics(dataset: Dataset) -> list[str]:
@@ -173,10 +185,11 @@ class FeatureSpec:
     """The feature list of one dataset: the registry plus its quota metrics."""
 
     metrics: tuple[str, ...]
+    registry: tuple[Feature, ...] = FEATURES
 
     @property
     def features(self) -> tuple[Feature, ...]:
-        return feature_list(list(self.metrics))
+        return feature_list(list(self.metrics), self.registry)
 
     @property
     def names(self) -> list[str]:
@@ -184,11 +197,11 @@ class FeatureSpec:
 
     @property
     def categorical(self) -> list[str]:
-        return [c for c in CATEGORICAL if c in self.names]
+        return [f.name for f in self.features if f.dtype == "category"]
 
 
-def feature_spec(dataset: Dataset) -> FeatureSpec:
-    return FeatureSpec(tuple(quota_metrics(dataset)))
+def feature_spec(dataset: Dataset, registry: tuple[Feature, ...] = FEATURES) -> FeatureSpec:
+    return FeatureSpec(tuple(quota_metrics(dataset)), registry)
 
 
 def build_features(dataset: Dataset, as_of: date | datetime | str) -> pd.DataFrame:
@@ -203,13 +216,17 @@ def build_feature_frame(
     accounts: list[str] | None = None,
     pairs: pd.DataFrame | None = None,
     progress: Progress | None = None,
+    registry: tuple[Feature, ...] = FEATURES,
 ) -> pd.DataFrame:
     """Features for many as-of dates in one pass over the roll-ups.
 
     `accounts` restricts the output to these account ids; `pairs` (columns `as_of`,
     `account_id`) to exactly these account and date pairs, for event-time rows such as the
-    moment before each expansion. The roll-ups are shared either way.
+    moment before each expansion. The roll-ups are shared either way. `registry` is the
+    feature declarations to build (`features.registry.FEATURES`; tests pass their own).
     """
+    if registry is not FEATURES:
+        check_registry(registry)
     if pairs is not None:
         pairs = pairs[KEYS].drop_duplicates().copy()
         pairs["as_of"] = pd.to_datetime(pairs["as_of"].map(to_as_of)).astype("datetime64[us]")
@@ -218,7 +235,9 @@ def build_feature_frame(
     engine = dataset.engine
     note = progress or (lambda _step: None)
     dates = as_of_frame(to_as_of(v) for v in as_of_dates)
-    spec = feature_spec(dataset)
+    spec = feature_spec(dataset, registry)
+    days = reach(registry)
+    by_name = {w.name: w for w in windows(registry)}
     note("roll-ups")
     ensure_rollups(dataset)
     _put(engine, "as_of_dates", dates)
@@ -232,16 +251,18 @@ def build_feature_frame(
 
     note("account state")
     engine.create_table("fs_state", _state_sql(wanted))
-    _put(engine, "as_of_blocks", as_of_blocks_frame(dates))
+    _put(engine, "as_of_blocks", as_of_blocks_frame(dates, by_name, days))
     if not wanted:  # every account: roll-up rows meet their dates through the day alone
-        _put(engine, "as_of_days", as_of_days_frame(dates))
+        _put(engine, "as_of_days", as_of_days_frame(dates, days))
     words = _set_words(engine)
     parts = []
     for source in SOURCES:
         note(source)
+        feats = [f for f in registry if f.stage == "aggregate" and f.rollup == source]
+        if not feats:
+            continue
         if source in WINDOWED:
-            engine.create_table(f"fs_win_{source}", _windowed_sql(source, every=not wanted))
-        feats = [f for f in FEATURES if f.stage == "aggregate" and f.source == source]
+            engine.create_table(f"fs_win_{source}", _windowed_sql(source, feats, not wanted))
         engine.create_table(
             f"fs_{source}", _aggregate_sql(source, feats, every=not wanted, words=words)
         )
@@ -306,31 +327,31 @@ def _state_sql(wanted_join: str) -> str:
     """
 
 
-def _windowed_sql(source: str, every: bool = False) -> str:
-    """Per as-of date and group, the value summed over each window (the window rule).
+def _windowed_sql(source: str, feats: list[Feature], every: bool = False) -> str:
+    """Per as-of date and group, the value summed over each window `feats` use (the window
+    rule, `Window.sql`).
 
     With `every` account wanted, rows meet their as-of dates by an equi-join on the day with
     the small `as_of_days` table; the family's aggregate keeps the accounts in `fs_state`.
     Otherwise each row is matched to its own account's wanted dates first."""
-    table, keys, value, windows = WINDOWED[source]
+    table, keys, value = WINDOWED[source]
+    used = windows(tuple(feats))
     group = ", ".join(f"a.{k}" for k in keys)
     if table in BLOCK_TABLES:
         sums = ",\n        ".join(
-            f"SUM(CAST(BIT_COUNT(a.m & dt.w_{w}) AS INTEGER)) AS n_{w}" for w in windows
+            f"SUM(CAST(BIT_COUNT(a.m & dt.w_{w.name}) AS INTEGER)) AS n_{w.name}" for w in used
         )
-        meet = _meet_blocks(windows, every)
+        meet = _meet_blocks(used, every)
     else:
-        reach = max(WINDOWS[w][0] for w in windows)
+        days = max(w.start for w in used)
         sums = ",\n        ".join(
-            f"SUM(CASE WHEN a.d >= dt.t - {WINDOWS[w][0]} AND a.d < dt.t - {WINDOWS[w][1]} "
-            f"THEN {value} ELSE 0 END) AS n_{w}"
-            for w in windows
+            f"SUM(CASE WHEN {w.sql('a.d')} THEN {value} ELSE 0 END) AS n_{w.name}" for w in used
         )
         meet = (
-            f"JOIN as_of_days dt ON dt.d = a.d AND dt.d >= dt.t - {reach}"
+            f"JOIN as_of_days dt ON dt.d = a.d AND dt.d >= dt.t - {days}"
             if every
             else f"""JOIN fs_state s ON s.account_id = a.account_id
-    JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {reach} AND a.d < dt.t"""
+    JOIN as_of_dates dt ON dt.as_of = s.as_of AND a.d >= dt.t - {days} AND a.d < dt.t"""
         )
     sql = f"""
     SELECT dt.as_of, {group},
@@ -350,40 +371,40 @@ def _windowed_sql(source: str, every: bool = False) -> str:
     """
 
 
-def _meet_blocks(windows: Iterable[str], every: bool) -> str:
-    """Join block rows `a` to the as-of block rows `dt` whose masks for `windows` reach them:
-    by the block alone when every account is wanted, else through the account's dates."""
-    reach = " OR ".join(f"dt.w_{w} <> 0" for w in windows)
+def _meet_blocks(used: Iterable[Window], every: bool) -> str:
+    """Join block rows `a` to the as-of block rows `dt` whose masks for windows `used` reach
+    them: by the block alone when every account is wanted, else through the account's dates."""
+    reach = " OR ".join(f"dt.w_{w.name} <> 0" for w in used)
     if every:
         return f"JOIN as_of_blocks dt ON dt.b = a.b AND ({reach})"
     return f"""JOIN fs_state s ON s.account_id = a.account_id
     JOIN as_of_blocks dt ON dt.as_of = s.as_of AND dt.b = a.b AND ({reach})"""
 
 
-_READS_STATE = re.compile(r"\bs\.")  # an expression that reads the account's state row
-
-
 def _aggregate_sql(
     source: str, feats: list[Feature], every: bool = False, words: dict[str, int] | None = None
 ) -> str:
+    """`fs_<source>`: the features of one source, one row per as-of date and account."""
     if source in WINDOWED:
         return _windowed_aggregate_sql(source, feats, words or {})
-    table, reach = SOURCES[source]
+    table, (meet, detail) = SOURCES[source]
     exprs = ",\n        ".join(f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in feats)
-    # With every account wanted and no feature reading the state row, rows meet their dates
-    # without the state join; the final join keeps fs_state's accounts.
-    by_date = every and not any(_READS_STATE.search(f.sql) for f in feats)
-    if table in BLOCK_TABLES:
+    # With every account wanted and no feature with a condition (the only part that may read
+    # the state row `s`), rows meet their dates without the state join; the final join keeps
+    # fs_state's accounts.
+    by_date = every and not any(f.where for f in feats)
+    if meet == "blocks":
         key = "dt.as_of" if by_date else "s.as_of"
         return f"""
     SELECT {key} AS as_of, a.account_id,
         {exprs}
     FROM {table} a
-    {_meet_blocks(reach, by_date)}
+    {_meet_blocks(windows(tuple(feats)), by_date)}
     GROUP BY {key}, a.account_id
     """
-    if isinstance(reach, tuple):
-        column, days = reach
+    reach = detail
+    if meet == "day":  # rows within the longest window of the source's features
+        column, days = detail, max(w.start for w in windows(tuple(feats)))
         if by_date:  # by the day alone (see `_windowed_sql`)
             return f"""
     SELECT dt.as_of, a.account_id,
@@ -416,21 +437,21 @@ def _set_words(engine: Engine) -> dict[str, int]:
 def _windowed_aggregate_sql(source: str, feats: list[Feature], words: dict[str, int]) -> str:
     """Features over a pre-aggregated windowed source, one row per as-of date and account.
 
-    A distinct count (`COUNT(DISTINCT CASE WHEN cond THEN a.<value> END)`) is the size of the
-    set of values whose rows meet the condition: that set is OR-ed together as the bits of
-    `words[value]` BIGINT words of value numbers (`<value>_no`), and its bits are counted. The
-    same number as the distinct count, in the one pass over the rows that the sums make."""
+    A distinct count over events (kind `distinct`: `COUNT(DISTINCT CASE WHEN cond THEN
+    a.<value> END)`) is the size of the set of values whose rows meet the condition. Read the
+    SQL below as: each row adds its value to the set (`BIT_OR` of the bit `1 << <value>_no`,
+    the value's number in `event_meta`), spread over `words[value]` BIGINT words of 63 values
+    each; the count is the number of bits set (`BIT_COUNT`), summed over the words. The same
+    number as the distinct count, in the one pass over the rows that the sums make."""
     inner, outer = [], []
     for f in feats:
-        parts = distinct_parts(f.sql)
-        if parts is None:
+        if not (f.kind == "distinct" and f.of in NUMBERED):
             inner.append(f"CAST({f.sql} AS DOUBLE) AS {f.name}")
             outer.append(f.name)
             continue
-        value, cond = parts
-        number, name = f"{value}_no", value.removeprefix("a.")
-        if name not in words:
-            raise ValueError(f"{f.name}: no numbered value {value} (features.rollup.NUMBERED)")
+        assert f.window is not None  # a declaration of kind distinct has one
+        name, cond = f.of, f"a.n_{f.window.name} > 0 AND {f.condition}"
+        number = f"a.{name}_no"
         bits = []
         for k in range(words[name]):
             lo = k * WORD_BITS
@@ -513,7 +534,6 @@ _QUOTA_NEAR_PAIRS = f"""
     JOIN quota_day q ON q.account_id = b.account_id AND q.metric = b.metric
         AND q.d >= b.t - {REACH} AND q.d < b.t
 """
-assert REACH >= 62, "the quota windows reach back to the previous month's first day"
 
 
 def _quota_long_sql(every: bool) -> str:
@@ -530,11 +550,11 @@ WITH base AS (
 near AS ({near}),
 usage AS (
     SELECT as_of, account_id, metric,
-        SUM(CASE WHEN d >= t - 30 THEN quantity ELSE 0 END) AS usage_30d,
+        SUM(CASE WHEN {QUOTA_WINDOW.sql("d", "t")} THEN quantity ELSE 0 END) AS usage_30d,
         SUM(CASE WHEN d >= pm0 AND d < m0 THEN quantity ELSE 0 END) AS usage_last_month,
         SUM(CASE WHEN d >= m0 THEN quantity ELSE 0 END) AS usage_mtd
     FROM near
-    WHERE d >= LEAST(t - 30, pm0)
+    WHERE d >= LEAST(t - {QUOTA_WINDOW.start}, pm0)
     GROUP BY as_of, account_id, metric
 ),
 cum AS (
@@ -543,7 +563,7 @@ cum AS (
             PARTITION BY q.as_of, q.account_id, q.metric, q.m ORDER BY q.d
             ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS cum
     FROM near q
-    WHERE q.m_next > q.t - 30
+    WHERE q.m_next > q.t - {QUOTA_WINDOW.start}
 ),
 crossing AS (
     SELECT as_of, account_id, metric, m, MIN(m_next) AS m_next, MIN(t) AS t, MIN(d) AS cross_d
@@ -553,7 +573,8 @@ crossing AS (
 ),
 above AS (
     SELECT as_of, account_id, metric,
-        SUM(GREATEST(0, LEAST(m_next, t) - GREATEST(cross_d, t - 30))) AS days_above_85
+        SUM(GREATEST(0, LEAST(m_next, t) - GREATEST(cross_d, t - {QUOTA_WINDOW.start})))
+            AS days_above_85
     FROM crossing
     GROUP BY as_of, account_id, metric
 )
@@ -563,7 +584,8 @@ SELECT b.as_of, b.account_id, b.metric,
     CASE WHEN b.elapsed > 0
         THEN COALESCE(u.usage_mtd, 0) / NULLIF(b.lim * b.elapsed / b.dim, 0) END AS util_mtd,
     CASE WHEN b.elapsed >= 7 THEN COALESCE(u.usage_mtd, 0) * b.dim / b.elapsed
-        ELSE COALESCE(u.usage_30d, 0) * b.dim / 30.0 END / NULLIF(b.lim, 0) AS projected_util,
+        ELSE COALESCE(u.usage_30d, 0) * b.dim / {QUOTA_WINDOW.days}.0 END / NULLIF(b.lim, 0)
+        AS projected_util,
     CAST(COALESCE(ab.days_above_85, 0) AS DOUBLE) AS days_above_85
 FROM base b
 LEFT JOIN usage u ON u.as_of = b.as_of AND u.account_id = b.account_id AND u.metric = b.metric
@@ -608,7 +630,8 @@ def _final_sql(
         "r.last_event_day",
         f"({_PRICE_FLOOR_SQL}) AS price_floor",
     ]
-    cols += [f"{f.sql} AS {f.name}" for f in FEATURES if f.stage == "state" and f.model]
+    registry = spec.registry
+    cols += [f"{f.sql} AS {f.name}" for f in registry if f.stage == "state" and f.model]
     joins = []
     for source, feats in parts:
         cols += [f"COALESCE(fs_{source}.{f.name}, 0) AS {f.name}" for f in feats]
@@ -616,7 +639,7 @@ def _final_sql(
             f"LEFT JOIN fs_{source} ON fs_{source}.as_of = s.as_of "
             f"AND fs_{source}.account_id = s.account_id"
         )
-    quota = [f for f in FEATURES if f.stage == "quota"]
+    quota = [f for f in registry if f.stage == "quota"]
     per_metric = _quota_metric_columns(spec.metrics)
     quota_exprs = ", ".join(
         [f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in quota]
@@ -624,7 +647,7 @@ def _final_sql(
     )
     cols += [f"qa.{f.name}" for f in quota] + [f"qa.{name}" for name, _ in per_metric]
     derived = ",\n    ".join(
-        f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in FEATURES if f.stage == "derived"
+        f"CAST({f.sql} AS DOUBLE) AS {f.name}" for f in registry if f.stage == "derived"
     )
     out = ", ".join(
         f"CAST(NULL AS DOUBLE) AS {name}" if name in blank else name for name in spec.names

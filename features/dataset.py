@@ -52,6 +52,7 @@ from features.contract import (
 # `connect` lives with the engines (it made engine.py and this module import each other); the
 # name stays importable from here for existing callers.
 from features.engine import DuckDBEngine, Engine, SparkEngine, connect, make_engine  # noqa: F401
+from features.settings import get_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

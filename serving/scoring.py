@@ -12,14 +12,13 @@ computed only for the rows a caller returns.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.registry import feature_list
+from features.registry import FEATURES, default_label, feature_list
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
 from serving.model import ScoringModel
@@ -267,27 +266,8 @@ def rank_accounts(
 # --- explanations -----------------------------------------------------------------------------
 
 
-LABELS = {
-    "quota_util_max": "Highest quota use",
-    "quota_util_last_month_max": "Highest quota use last month",
-    "quota_projected_util_max": "Projected quota use at month end",
-    "quota_days_above_85": "Days at 85%+ of a quota (30 days)",
-    "quotas_above_85": "Quotas at 85%+",
-    "seat_utilization": "Seat utilization",
-    "power_events_14d": "Power-feature uses in 14 days",
-    "power_events_30d": "Power-feature uses in 30 days",
-    "distinct_features_30d": "Features used in 30 days",
-    "distinct_features_90d": "Features used in 90 days",
-    "pricing_page_visits_7d": "Pricing-page visits in 7 days",
-    "pricing_page_visits_30d": "Pricing-page visits in 30 days",
-    "users_added_30d": "Users added in 30 days",
-    "invites_30d": "Invites in 30 days",
-    "premium_trial_features_30d": "Premium features tried in 30 days",
-    "paywall_hits_30d": "Paywall hits in 30 days",
-    "mrr": "MRR",
-    "plan_feature_share_30d": "Share of the plan's features used (30 days)",
-    "plan_features_used_30d": "Plan features used (30 days)",
-}
+# Labels and the texts for missing values are declared with each feature (features.registry).
+LABELS = {f.name: f.label for f in FEATURES}
 
 
 _FAMILIES = {f.name: f.family for f in feature_list([])}
@@ -300,22 +280,11 @@ def _family(name: str) -> str:
 
 def humanize(name: str) -> str:
     """A plain-language label for a feature column."""
-    if name in LABELS:
-        return LABELS[name]
-    base, _, metric = name.partition("__")
-    label = re.sub(r"\butil\b", "use", base.replace("_", " "))
-    label = re.sub(r" (\d+)d\b", r" (\1 days)", label)
-    label = label[0].upper() + label[1:] if label else name
-    return f"{label} [{metric}]" if metric else label
+    return LABELS.get(name) or default_label(name)
 
 
-# What an empty value means, where the feature's definition says: the whole reason's wording.
-MISSING = {
-    "days_since_last_expansion": "Never expanded",
-    "days_since_last_event": "No events yet",
-    "seat_utilization": "No seats bought",
-    "stickiness_30d": "No active users in 30 days",
-}
+# What an empty value means, where the feature's declaration says: the whole reason's wording.
+MISSING = {f.name: f.missing for f in FEATURES if f.missing}
 
 
 def _is_missing(value: object) -> bool:

@@ -261,8 +261,8 @@ def test_window_masks_cover_exactly_the_window_days(t, window):
     days = set()
     for b, mask in as_of_blocks_frame(dates)[["b", f"w_{window}"]].itertuples(index=False):
         days |= {BLOCK_DAYS * b + i for i in range(BLOCK_DAYS) if mask >> i & 1}
-    lo, hi = WINDOWS[window]
-    assert days == set(range(t - lo, t - hi))
+    w = WINDOWS[window]
+    assert days == set(range(t - w.start, t - w.end)) == {d for d in days if w.contains(d, t)}
 
 
 def test_highest_bit_sql_is_exact(tiny):
