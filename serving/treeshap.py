@@ -30,6 +30,8 @@ vectorized over rows (correct, but slower than LightGBM for small batches).
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -39,13 +41,9 @@ from typing import Any, Literal
 import lightgbm as lgb
 import numpy as np
 
-try:  # numba is optional: the numpy path gives the same values
-    import numba
-
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised by forcing backend="numpy" in the tests
-    numba = None
-    HAVE_NUMBA = False
+# numba is optional (the numpy path gives the same values) and imported only when an explainer
+# is built: importing it costs about half a second that CLI commands need not pay.
+HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 # LightGBM's kZeroThreshold is the float 1e-35f, compared after promotion to double.
 K_ZERO = float(np.float32(1e-35))
@@ -267,14 +265,14 @@ def _leaf_tables(ks, slot_start, table_start, slot_zero, values) -> np.ndarray:
 # --- the row kernels ----------------------------------------------------------------------
 
 
-def _jit(function):
-    """numba-compile a kernel (cached on disk, releasing the GIL) when numba is installed."""
-    if not HAVE_NUMBA:
-        return function
-    return numba.njit(cache=True, nogil=True)(function)
+@functools.cache
+def _compiled_kernel():
+    """`_explain_rows` compiled by numba: cached on disk, releasing the GIL for threads."""
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(_explain_rows)
 
 
-@_jit
 def _explain_rows(
     x,
     out,
@@ -419,9 +417,9 @@ class TreeShap:
     ) -> None:
         if backend == "numba" and not HAVE_NUMBA:
             raise UnsupportedModel("backend='numba' but numba is not installed")
-        self.backend = "numba" if backend == "auto" and HAVE_NUMBA else backend
-        if self.backend == "auto":
-            self.backend = "numpy"
+        if backend == "auto":
+            backend = "numba" if HAVE_NUMBA else "numpy"
+        self.backend = backend
         # dump_model and predict both default to the best iteration when there is one.
         dump = booster.dump_model()
         self.n_features = int(dump["max_feature_idx"]) + 1
@@ -471,7 +469,7 @@ class TreeShap:
 
     def _run(self, x: np.ndarray, out: np.ndarray) -> None:
         f = self._flat
-        _explain_rows(
+        _compiled_kernel()(
             x,
             out,
             f.max_nodes,
