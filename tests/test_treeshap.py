@@ -183,7 +183,7 @@ def test_without_numba_the_numpy_path_is_used(monkeypatch):
         TreeShap(booster, backend="numba")
 
 
-def test_bad_input_and_unsupported_models_are_refused():
+def test_bad_input_and_unsupported_models_are_refused(monkeypatch):
     rng = np.random.default_rng(11)
     frame, y = _random_frame(rng, 300, 3, 0.0, False)
     booster = lgb.train({"objective": "binary", "verbose": -1}, lgb.Dataset(frame, y), 3)
@@ -196,6 +196,9 @@ def test_bad_input_and_unsupported_models_are_refused():
     )
     with pytest.raises(UnsupportedModel, match="multiclass"):
         TreeShap(multiclass)
+    monkeypatch.setattr(treeshap, "MAX_TABLE_BYTES", 64)
+    with pytest.raises(UnsupportedModel, match="shallower trees"):
+        TreeShap(booster)
 
 
 # --- the project's models ------------------------------------------------------------------
