@@ -110,8 +110,6 @@ def _parse(dump: dict[str, Any]) -> tuple[_Flat, float]:
     leaves: list[tuple] = []  # parent, is_left, value, slot features, slot zero fractions
     expected = 0.0
     for tree in dump["tree_info"]:
-        if tree.get("is_linear"):
-            raise UnsupportedModel("linear trees are not supported")
         root = tree["tree_structure"]
         if "split_index" not in root:  # a single leaf: a constant, no contributions
             expected += float(root["leaf_value"])
@@ -128,6 +126,8 @@ def _parse(dump: dict[str, Any]) -> tuple[_Flat, float]:
             node, parent, is_left, feats, zeros = queue[head]
             head += 1
             if "split_index" not in node:
+                if "leaf_const" in node:  # a linear model in the leaf (linear_tree=True)
+                    raise UnsupportedModel("linear trees are not supported")
                 if len(feats) > MAX_PATH_FEATURES:
                     raise UnsupportedModel(
                         f"a path splits on {len(feats)} distinct features (more than "

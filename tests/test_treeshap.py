@@ -196,6 +196,11 @@ def test_bad_input_and_unsupported_models_are_refused(monkeypatch):
     )
     with pytest.raises(UnsupportedModel, match="multiclass"):
         TreeShap(multiclass)
+    linear = lgb.train(
+        {"objective": "binary", "linear_tree": True, "verbose": -1}, lgb.Dataset(frame, y), 2
+    )
+    with pytest.raises(UnsupportedModel, match="linear trees"):
+        TreeShap(linear)
     monkeypatch.setattr(treeshap, "MAX_TABLE_BYTES", 64)
     with pytest.raises(UnsupportedModel, match="shallower trees"):
         TreeShap(booster)
