@@ -58,6 +58,7 @@ def load_scoring_model(
         ) from exc
     pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
     model: ScoringModel = pyfunc.unwrap_python_model().model
+    _ = model.tree_shap  # build the explainer's tables (and compile it) now, not per request
     info = ModelInfo(name, str(mv.version), list(mv.aliases), mv.run_id, model.contract.metadata)
     return model, info
 

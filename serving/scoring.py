@@ -407,7 +407,7 @@ class ExplainerInputs:
 
     Converting rows to model inputs costs milliseconds even for a single row (one pandas
     operation per column). A service that explains one account per request converts the whole
-    snapshot when it loads it and then explains any rows with one LightGBM call on a numpy
+    snapshot when it loads it and then explains any rows with one explainer call on a numpy
     slice: the numbers LightGBM derives from the pandas frame, so the same contributions.
     """
 
@@ -432,14 +432,7 @@ def prepare_explainer(model: ScoringModel, frame: pd.DataFrame) -> ExplainerInpu
     frame = frame[model.contract.features]  # fewer columns to slice per request
     if model.booster is None:
         return ExplainerInputs(model, frame, None)
-    x = model.frame(frame)
-    # LightGBM's own pandas conversion: categories as its training levels, codes, -1 unknown.
-    levels = iter(model.booster.pandas_categorical or [])
-    for name in x.columns:
-        if isinstance(x[name].dtype, pd.CategoricalDtype):
-            column = x[name].cat.set_categories(next(levels))
-            x[name] = column.cat.codes.astype("float64").where(column.cat.codes >= 0)
-    return ExplainerInputs(model, frame, x.to_numpy(dtype="float64", na_value=np.nan))
+    return ExplainerInputs(model, frame, model.lgb_matrix(frame))
 
 
 def explain_at(
@@ -451,9 +444,7 @@ def explain_at(
     rows = inputs.frame.iloc[positions]
     if inputs.matrix is None:
         return explain(inputs.model, rows, top=top)
-    # One thread: OpenMP start-up costs more than a few rows take (and 100x on a busy machine).
-    contrib = inputs.model.booster.predict(
-        inputs.matrix[positions], pred_contrib=True, num_threads=1
-    )
+    # One thread: starting threads costs more than a few rows take (100x on a busy machine).
+    contrib = inputs.model.matrix_contributions(inputs.matrix[positions], threads=1)
     known = _KnownContributions(inputs.model, contrib[:, :-1], contrib[:, -1])
     return explain(known, rows, top=top)  # type: ignore[arg-type]
