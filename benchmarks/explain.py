@@ -48,12 +48,12 @@ def _fastest(calls: list[Callable[[], object]], repeat: int, inner: int) -> list
 
 
 def _model_and_rows(rows: int):
+    from benchmarks.batch import TRAIN_ACCOUNTS, TRAIN_MONTHS, trained_models
+    from benchmarks.common import dataset
     from features.dataset import load_dataset
     from features.settings import PROPENSITY_MODEL, Settings
     from serving.registry import load_scoring_model
     from serving.snapshot import build_snapshot
-    from training.bench import dataset
-    from training.bench_batch import TRAIN_ACCOUNTS, TRAIN_MONTHS, trained_models
 
     models_dir = trained_models()
     data = load_dataset(dataset(TRAIN_ACCOUNTS, TRAIN_MONTHS), write_quarantine=False)
