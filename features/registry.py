@@ -40,6 +40,10 @@ class Feature:
     # An age: grows by one a day on its own. Drift checks compare it shifted back by the days
     # between the training sample and the batch, or every later batch would look drifted.
     ages: bool = False
+    # Days since the latest of a recurring event: reset by the next one, and never longer than
+    # the history before the as-of date. Drift checks compare it within the look-back both the
+    # training sample and the batch have (longer gaps count as "none in that time").
+    since_last: bool = False
 
 
 # Windowed sources (activity, users) arrive pre-aggregated per as-of date with one count column
@@ -133,7 +137,7 @@ FEATURES: tuple[Feature, ...] = (
         "Days since the last upgrade or expansion (empty if none).",
         "s.days_since_last_expansion",
         "state",
-        ages=True,
+        since_last=True,
     ),
     Feature(
         "past_expansions",
@@ -416,6 +420,7 @@ FEATURES: tuple[Feature, ...] = (
         "t - last_event_day",
         "derived",
         direction=-1,
+        since_last=True,
     ),
     Feature(
         "plan_feature_share_30d",

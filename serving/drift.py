@@ -9,6 +9,19 @@ reference (training) deciles for numbers, one bin per level for categories, and 
 missing values. Rules of thumb: below 0.1 stable, 0.1-0.2 moderate, above 0.2 a shift worth a
 look (the default warning threshold). Empty bins are floored at a small share so the logarithm
 stays finite.
+
+Like is compared with like. The sample is the training rows of one as-of date (the latest); a
+batch is scored at another date, usually months later, on a longer history. Two kinds of
+"days since" features would differ for that reason alone, on a perfectly healthy run:
+
+- ages (`Feature.ages`, e.g. tenure) grow by one a day: the batch's values are shifted back by
+  the days between the two dates (`age_shifts`);
+- days since the latest recurring event (`Feature.since_last`, e.g. the last expansion) cannot
+  exceed the history before the as-of date: at the sample's date the data reached back, say,
+  300 days, at the batch's 570, so the batch alone has accounts whose last expansion was 400
+  days ago, and fewer that "never" expanded. Both sides are compared within the look-back they
+  share (the smaller of their longest gaps); longer gaps count as "none in that time", like the
+  accounts with none at all. Shifting these would be wrong: the next event resets them.
 """
 
 from __future__ import annotations
@@ -98,7 +111,9 @@ class DriftReport:
 
 def age_shifts(metadata: Mapping[str, Any], as_of: date) -> dict[str, float]:
     """Days to take off each age feature of a batch at `as_of` so that it compares with the
-    model's training sample (empty for models that did not record the sample's date)."""
+    model's training sample (empty for models that did not record the sample's date).
+    Only ages (`Feature.ages`): a days-since-the-last-event feature is reset by the next
+    event, so it is compared within a shared look-back instead (see the module docstring)."""
     sampled = metadata.get("training_feature_sample_as_of")
     if not sampled:
         return {}
@@ -118,7 +133,8 @@ def drift_report(
 
     `rows` (a boolean mask) limits the batch to some accounts, one column at a time: the
     feature frame of a large batch is never copied whole. `shifts` (see `age_shifts`) is
-    subtracted from those columns first.
+    subtracted from those columns first. Features marked `since_last` in the registry are
+    compared within the look-back both sides have (see the module docstring).
     """
     if not reference:
         return DriftReport({}, threshold, "the model records no training feature sample")
@@ -133,7 +149,22 @@ def drift_report(
         else:
             ref = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
             cur = pd.to_numeric(column, errors="coerce") - (shifts or {}).get(name, 0.0)
-            out[name] = numeric_psi(
-                ref.to_numpy("float64", na_value=np.nan), cur.to_numpy("float64", na_value=np.nan)
-            )
+            ref = ref.to_numpy("float64", na_value=np.nan)
+            cur = cur.to_numpy("float64", na_value=np.nan)
+            if name in SINCE_LAST:
+                ref, cur = shared_look_back(ref, cur)
+            out[name] = numeric_psi(ref, cur)
     return DriftReport(out, threshold)
+
+
+SINCE_LAST = frozenset(f.name for f in FEATURES if f.since_last)
+
+
+def shared_look_back(reference: np.ndarray, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Days-since values of both sides with gaps longer than the shorter side's longest gap
+    set to missing ("none within the look-back both sides have")."""
+    longest = [np.nanmax(x) for x in (reference, batch) if np.isfinite(x).any()]
+    if len(longest) < 2:
+        return reference, batch
+    cap = min(longest)
+    return np.where(reference > cap, np.nan, reference), np.where(batch > cap, np.nan, batch)

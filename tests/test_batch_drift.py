@@ -107,9 +107,94 @@ def test_ages_are_compared_shifted_back_to_the_training_sample():
     batch = pd.DataFrame({"tenure_days": tenure[:3000] + 90, "events_30d": rng.poisson(20, 3000)})
     metadata = {"training_feature_sample_as_of": "2025-01-01"}
     shifts = age_shifts(metadata, date(2025, 4, 1))
-    assert shifts["tenure_days"] == 90 and shifts["days_since_last_expansion"] == 90
+    assert shifts["tenure_days"] == 90
     assert "events_30d" not in shifts  # not an age
+    # Reset by the next expansion: not an age (see the look-back test below).
+    assert "days_since_last_expansion" not in shifts
     assert drift_report(reference, batch).warnings == ["tenure_days"]  # unshifted: a false alarm
     shifted = drift_report(reference, batch, shifts=shifts)
     assert shifted.psi["tenure_days"] < 0.02 and shifted.warnings == []
     assert age_shifts({}, date(2025, 4, 1)) == {}  # older models: no date, no shift
+
+
+def _days_since_last(rng, n: int, look_back: float, rate: float) -> np.ndarray:
+    """Days since the latest event of a steady process (events at `rate` a day), as seen with
+    `look_back` days of history: empty when the latest one is older than the history."""
+    gap = rng.exponential(1 / rate, size=n)  # memoryless: the same law at every date
+    return np.where(gap > look_back, np.nan, np.floor(gap))
+
+
+def test_days_since_the_last_event_are_compared_within_the_look_back_both_sides_have():
+    """A steady business seen at the training sample's date (300 days of history) and at the
+    batch's (570 days): the same law, but only the batch can see gaps over 300 days, and it
+    sees fewer accounts with none. Compared as they are that is drift; within the shared
+    look-back it is not, and a real change (expansions twice as frequent) still is."""
+    rng = np.random.default_rng(9)
+    name = "days_since_last_expansion"
+    reference = {name: _days_since_last(rng, 5000, 300, 1 / 400).tolist()}
+    healthy = pd.DataFrame({name: _days_since_last(rng, 4000, 570, 1 / 400)})
+    assert numeric_psi(np.array(reference[name], dtype=float), healthy[name].to_numpy()) > 0.2
+    assert drift_report(reference, healthy).warnings == []
+    assert drift_report(reference, healthy).psi[name] < 0.05
+    changed = pd.DataFrame({name: _days_since_last(rng, 4000, 570, 2 / 400)})
+    assert drift_report(reference, changed).warnings == [name]
+    # The other way round (a backfill before the sample's date) is symmetric.
+    earlier = pd.DataFrame({name: _days_since_last(rng, 4000, 150, 1 / 400)})
+    assert drift_report(reference, earlier).warnings == []
+
+
+# --- on the real code path: the batch job against the champion trained on the same data ---
+
+
+@pytest.fixture(scope="module")
+def champion(trained):
+    from serving.scoring import Models
+    from serving.snapshot import read_snapshot
+
+    snapshot = read_snapshot(trained.settings.models_dir / "snapshot")
+    return Models.load(trained.settings, snapshot.feature_names)
+
+
+def test_scoring_the_training_data_raises_no_drift_warning(trained, champion, tmp_path):
+    """`make demo`'s first scoring: the data the model was trained on, at the default as-of
+    (the day after the last event, months after the training sample's date), and at the
+    sample's own date. A warning here would teach users to ignore the warning."""
+    from serving.batch import run_batch
+
+    metadata = champion.propensity.contract.metadata
+    for as_of in (None, metadata["training_feature_sample_as_of"]):
+        summary = run_batch(
+            trained.dataset,
+            trained.settings,
+            str(tmp_path / "scores.parquet"),
+            models=champion,
+            as_of=as_of,
+        )
+        assert summary.drift.psi, "the champion records a training feature sample"
+        assert summary.drift_warnings == [], (as_of, summary.drift.psi)
+
+
+def test_a_shifted_dataset_raises_a_drift_warning(trained, champion, tmp_path):
+    """The same accounts after a tracking change that loses three events in four."""
+    import duckdb
+
+    from features.dataset import load_dataset
+    from serving.batch import run_batch
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    for file in trained.data_dir.glob("*.parquet"):
+        if file.stem != "events":
+            (folder / file.name).symlink_to(file)
+    duckdb.sql(
+        f"COPY (SELECT * FROM read_parquet('{trained.data_dir / 'events.parquet'}') "
+        "WHERE hash(event_id) % 4 = 0) "
+        f"TO '{folder / 'events.parquet'}' (FORMAT parquet)"
+    )
+    summary = run_batch(
+        load_dataset(folder),
+        trained.settings,
+        str(tmp_path / "scores.parquet"),
+        models=champion,
+    )
+    assert {"events_30d", "events_90d"} <= set(summary.drift_warnings), summary.drift.psi
