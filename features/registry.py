@@ -44,6 +44,10 @@ class Feature:
     # the history before the as-of date. Drift checks compare it within the look-back both the
     # training sample and the batch have (longer gaps count as "none in that time").
     since_last: bool = False
+    # Where the as-of date falls in the calendar changes it on its own: "weekday" (daily
+    # recency: weekends) or "month_day" (month-to-date windows). Drift checks compare it only
+    # with a training sample taken on the same weekday / day of the month.
+    calendar: str | None = None
 
 
 # Windowed sources (activity, users) arrive pre-aggregated per as-of date with one count column
@@ -378,6 +382,7 @@ FEATURES: tuple[Feature, ...] = (
         "MAX(q.projected_util)",
         "quota",
         direction=1,
+        calendar="month_day",
     ),
     Feature(
         "quota_days_above_85",
@@ -386,6 +391,7 @@ FEATURES: tuple[Feature, ...] = (
         "MAX(q.days_above_85)",
         "quota",
         direction=1,
+        calendar="month_day",
     ),
     Feature(
         "quotas_above_85",
@@ -421,6 +427,7 @@ FEATURES: tuple[Feature, ...] = (
         "derived",
         direction=-1,
         since_last=True,
+        calendar="weekday",
     ),
     Feature(
         "plan_feature_share_30d",
@@ -463,6 +470,7 @@ FEATURES: tuple[Feature, ...] = (
         "WHEN t - last_event_day <= 30 THEN 3 WHEN t - last_event_day <= 90 THEN 2 ELSE 1 END",
         "derived",
         direction=1,
+        calendar="weekday",
     ),
     Feature(
         "rfm_frequency_score",
@@ -490,6 +498,8 @@ QUOTA_METRIC_COLUMNS = {
     "projected_util": "Projected month-end utilization of the {metric} quota.",
     "days_above_85": "Days in the last 30 at or above 85% of the {metric} quota.",
 }
+# Those that read the month so far (its usage restarts on the 1st): see `Feature.calendar`.
+MONTH_DAY_COLUMNS = ("util_mtd", "projected_util", "days_above_85")
 
 
 def metric_slug(metric: str) -> str:
@@ -512,6 +522,7 @@ def quota_metric_features(metrics: list[str]) -> tuple[Feature, ...]:
                     direction=1,
                     source="quota_metric",
                     requires="plan_limits",
+                    calendar="month_day" if column in MONTH_DAY_COLUMNS else None,
                 )
             )
     return tuple(out)

@@ -37,7 +37,7 @@ from features.dataset import Dataset
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
 from serving.coverage import resolve_as_of
-from serving.drift import DriftReport, age_shifts, drift_report
+from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
@@ -151,6 +151,8 @@ class BatchSummary:
         if self.drift.psi:
             warned = [f"{f} {self.drift.psi[f]:.2f}" for f in self.drift_warnings]
             drift = ", ".join(warned) or "none"
+            if self.drift.not_compared:  # calendar-bound features on another day than training
+                drift += f" ({len(self.drift.not_compared)} not compared: see the run record)"
         else:
             drift = self.drift.note
         table.add_row(f"drift (PSI > {self.drift.threshold:.1f})", drift)
@@ -272,6 +274,7 @@ def score_snapshot(
         categorical=list(models.propensity.contract.categorical),
         rows=live,
         shifts=age_shifts(metadata, snapshot.as_of),
+        not_compared=calendar_mismatches(metadata, snapshot.as_of, features.columns),
     )
     if drift.warnings:
         log.warning(

@@ -196,6 +196,7 @@ def gappy(trained, tmp_path_factory) -> tuple[Path, dict[str, str]]:
     as_of = data_range(trained.dataset).default_as_of
     quarantined = accounts["account_id"].iloc[0]
     n_rows = int((subs["account_id"] == quarantined).sum())
+    row = subs[subs["account_id"] != quarantined].iloc[[0]]  # a clean row to copy
     subs.loc[subs["account_id"] == quarantined, "mrr"] = -1.0  # every row: negative_mrr
     template = accounts.iloc[[1]]
     late = pd.Timestamp(as_of) + pd.Timedelta(days=3)
@@ -207,7 +208,6 @@ def gappy(trained, tmp_path_factory) -> tuple[Path, dict[str, str]]:
             template.assign(account_id="zz_bad_row", created_at=pd.NaT),
         ]
     )
-    row = subs.iloc[[0]]
     subs = pd.concat(
         [
             subs,

@@ -143,6 +143,41 @@ def test_days_since_the_last_event_are_compared_within_the_look_back_both_sides_
     assert drift_report(reference, earlier).warnings == []
 
 
+def test_calendar_bound_features_are_compared_only_on_the_same_day():
+    """Month-to-date use is empty on the 1st (when monthly training samples are taken) and
+    daily recency dips after weekends: a nightly run on another day is not drift."""
+    from datetime import date
+
+    from serving.drift import calendar_mismatches
+
+    metadata = {"training_feature_sample_as_of": "2024-07-01"}  # the 1st, a Monday
+    mtd = ["quota_util_mtd__api_calls", "quota_projected_util_max", "quota_days_above_85"]
+    daily = ["days_since_last_event", "rfm_recency_score"]
+    steady = ["quota_util_30d__api_calls", "events_30d", "tenure_days"]
+    names = mtd + daily + steady
+    assert calendar_mismatches(metadata, date(2025, 9, 1), names) == {}  # the 1st, a Monday
+    on_tuesday = calendar_mismatches(metadata, date(2025, 4, 1), names)
+    assert set(on_tuesday) == set(daily)
+    assert "as-of on a Tuesday, training sample on a Monday" in on_tuesday["rfm_recency_score"]
+    mid_month = calendar_mismatches(metadata, date(2025, 3, 17), names)  # a Monday
+    assert set(mid_month) == set(mtd)
+    assert "as-of on day 17, training sample on day 1" in mid_month["quota_util_mtd__api_calls"]
+    assert calendar_mismatches({}, date(2025, 3, 17), names) == {}  # older models: no date
+
+    # Left out of the PSI, and said so in the stored report.
+    rng = np.random.default_rng(2)
+    reference = {"quota_util_mtd__api_calls": [None] * 500, "events_30d": rng.poisson(9, 500)}
+    batch = pd.DataFrame(
+        {"quota_util_mtd__api_calls": rng.random(400), "events_30d": rng.poisson(9, 400)}
+    )
+    assert drift_report(reference, batch).warnings == ["quota_util_mtd__api_calls"]
+    report = drift_report(reference, batch, not_compared=mid_month)
+    assert report.warnings == [] and set(report.psi) == {"events_30d"}
+    assert report.to_dict()["not_compared"] == {
+        "quota_util_mtd__api_calls": mid_month["quota_util_mtd__api_calls"]
+    }
+
+
 # --- on the real code path: the batch job against the champion trained on the same data ---
 
 
@@ -157,12 +192,15 @@ def champion(trained):
 
 def test_scoring_the_training_data_raises_no_drift_warning(trained, champion, tmp_path):
     """`make demo`'s first scoring: the data the model was trained on, at the default as-of
-    (the day after the last event, months after the training sample's date), and at the
-    sample's own date. A warning here would teach users to ignore the warning."""
+    (the day after the last event, months after the training sample's date and on another
+    weekday), at the sample's own date, and mid-month as a nightly run would. A warning here
+    would teach users to ignore the warning."""
     from serving.batch import run_batch
 
     metadata = champion.propensity.contract.metadata
-    for as_of in (None, metadata["training_feature_sample_as_of"]):
+    last = pd.Timestamp(trained.dataset.report.tables["events"].time_max)
+    mid_month = (last - pd.Timedelta(days=40)).replace(day=15).date()  # a nightly run
+    for as_of in (None, metadata["training_feature_sample_as_of"], mid_month):
         summary = run_batch(
             trained.dataset,
             trained.settings,
@@ -170,7 +208,8 @@ def test_scoring_the_training_data_raises_no_drift_warning(trained, champion, tm
             models=champion,
             as_of=as_of,
         )
-        assert summary.drift.psi, "the champion records a training feature sample"
+        compared = set(summary.drift.psi) | set(summary.drift.not_compared)
+        assert compared == set(metadata["training_feature_sample"])
         assert summary.drift_warnings == [], (as_of, summary.drift.psi)
 
 
