@@ -118,8 +118,8 @@ def resolve_as_of(
             f"(pass {ALLOW_FLAG} to score it anyway)"
         )
     raise AsOfOutOfRange(
-        f"as-of {day} is outside the data: {span.describe()}, so as-of dates "
-        f"{span.earliest_as_of} to {span.latest_as_of} (pass {ALLOW_FLAG} to score it anyway)"
+        f"as-of {day} is outside the data ({span.describe()}: as-of {span.earliest_as_of} to "
+        f"{span.latest_as_of}); pass {ALLOW_FLAG} to score it anyway"
     )
 
 

@@ -190,11 +190,17 @@ def champion(trained):
     return Models.load(trained.settings, snapshot.feature_names)
 
 
-def test_scoring_the_training_data_raises_no_drift_warning(trained, champion, tmp_path):
+def test_scoring_the_training_data_warns_of_nothing_and_a_shifted_dataset_warns(
+    trained, champion, tmp_path
+):
     """`make demo`'s first scoring: the data the model was trained on, at the default as-of
     (the day after the last event, months after the training sample's date and on another
     weekday), at the sample's own date, and mid-month as a nightly run would. A warning here
-    would teach users to ignore the warning."""
+    would teach users to ignore the warning. The same accounts after a tracking change that
+    loses three events in four must still warn."""
+    import duckdb
+
+    from features.dataset import load_dataset
     from serving.batch import run_batch
 
     metadata = champion.propensity.contract.metadata
@@ -208,17 +214,9 @@ def test_scoring_the_training_data_raises_no_drift_warning(trained, champion, tm
             models=champion,
             as_of=as_of,
         )
+        assert summary.drift_warnings == [], (as_of, summary.drift.psi)
         compared = set(summary.drift.psi) | set(summary.drift.not_compared)
         assert compared == set(metadata["training_feature_sample"])
-        assert summary.drift_warnings == [], (as_of, summary.drift.psi)
-
-
-def test_a_shifted_dataset_raises_a_drift_warning(trained, champion, tmp_path):
-    """The same accounts after a tracking change that loses three events in four."""
-    import duckdb
-
-    from features.dataset import load_dataset
-    from serving.batch import run_batch
 
     folder = tmp_path / "data"
     folder.mkdir()
@@ -230,10 +228,10 @@ def test_a_shifted_dataset_raises_a_drift_warning(trained, champion, tmp_path):
         "WHERE hash(event_id) % 4 = 0) "
         f"TO '{folder / 'events.parquet'}' (FORMAT parquet)"
     )
-    summary = run_batch(
+    shifted = run_batch(
         load_dataset(folder),
         trained.settings,
-        str(tmp_path / "scores.parquet"),
+        str(tmp_path / "shifted.parquet"),
         models=champion,
     )
-    assert {"events_30d", "events_90d"} <= set(summary.drift_warnings), summary.drift.psi
+    assert {"events_30d", "events_90d"} <= set(shifted.drift_warnings), shifted.drift.psi
