@@ -135,6 +135,14 @@ class Feature:
     # An age: grows by one a day on its own. Drift checks compare it shifted back by the days
     # between the training sample and the batch, or every later batch would look drifted.
     ages: bool = False
+    # Days since the latest of a recurring event: reset by the next one, and never longer than
+    # the history before the as-of date. Drift checks compare it within the look-back both the
+    # training sample and the batch have (longer gaps count as "none in that time").
+    since_last: bool = False
+    # Where the as-of date falls in the calendar changes it on its own: "weekday" (daily
+    # recency: weekends) or "month_day" (month-to-date windows). Drift checks compare it only
+    # with a training sample taken on the same weekday / day of the month.
+    calendar: str | None = None
 
     def __post_init__(self) -> None:
         problem = _declaration_problem(self)
@@ -321,7 +329,7 @@ FEATURES: tuple[Feature, ...] = (
         kind="state",
         source="account",
         value="s.days_since_last_expansion",
-        ages=True,
+        since_last=True,
     ),
     Feature(
         name="past_expansions",
@@ -780,6 +788,7 @@ FEATURES: tuple[Feature, ...] = (
         source="quotas",
         value="q.projected_util",
         direction=1,
+        calendar="month_day",
     ),
     Feature(
         name="quota_days_above_85",
@@ -790,6 +799,7 @@ FEATURES: tuple[Feature, ...] = (
         source="quotas",
         value="q.days_above_85",
         direction=1,
+        calendar="month_day",
     ),
     Feature(
         name="quotas_above_85",
@@ -835,6 +845,8 @@ FEATURES: tuple[Feature, ...] = (
         source="features",
         value="t - last_event_day",
         direction=-1,
+        since_last=True,
+        calendar="weekday",
     ),
     Feature(
         name="plan_feature_share_30d",
@@ -894,6 +906,7 @@ FEATURES: tuple[Feature, ...] = (
         value="CASE WHEN t - last_event_day <= 1 THEN 5 WHEN t - last_event_day <= 7 THEN 4 "
         "WHEN t - last_event_day <= 30 THEN 3 WHEN t - last_event_day <= 90 THEN 2 ELSE 1 END",
         direction=1,
+        calendar="weekday",
     ),
     Feature(
         name="rfm_frequency_score",
@@ -925,6 +938,8 @@ QUOTA_METRIC_COLUMNS = {
     "projected_util": "Projected month-end utilization of the {metric} quota.",
     "days_above_85": "Days in the last 30 at or above 85% of the {metric} quota.",
 }
+# Those that read the month so far (its usage restarts on the 1st): see `Feature.calendar`.
+MONTH_DAY_COLUMNS = ("util_mtd", "projected_util", "days_above_85")
 
 
 def metric_slug(metric: str) -> str:
@@ -959,6 +974,7 @@ def quota_metric_features(metrics: list[str]) -> tuple[Feature, ...]:
                     value=column,
                     direction=1,
                     requires="plan_limits",
+                    calendar="month_day" if column in MONTH_DAY_COLUMNS else None,
                 )
             )
     return tuple(out)

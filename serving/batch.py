@@ -36,7 +36,8 @@ from features.build import feature_spec
 from features.dataset import Dataset
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
-from serving.drift import DriftReport, age_shifts, drift_report
+from serving.coverage import resolve_as_of
+from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
@@ -70,6 +71,9 @@ class BatchSummary:
     finished_at: datetime | None = None
     timings: dict[str, float] = field(default_factory=dict)
     dataset: str = ""
+    as_of_reason: str = ""
+    # Accounts of `accounts` not scored, and why: [{"account_id", "reason"}].
+    unscored: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def seconds(self) -> float:
@@ -79,12 +83,30 @@ class BatchSummary:
     def drift_warnings(self) -> list[str]:
         return self.drift.warnings
 
+    @property
+    def unscored_by_reason(self) -> dict[str, list[str]]:
+        """Account ids not scored, grouped by reason (largest group first)."""
+        groups: dict[str, list[str]] = {}
+        for row in self.unscored:
+            groups.setdefault(row["reason"], []).append(row["account_id"])
+        return dict(sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+
+    def cover(self, snapshot: Snapshot) -> None:
+        """Take the snapshot's as-of reason and unscored accounts (what the run covers)."""
+        self.as_of_reason = snapshot.as_of_reason
+        if snapshot.unscored is not None:
+            self.unscored = [
+                {"account_id": str(row.account_id), "reason": str(row.reason)}
+                for row in snapshot.unscored.itertuples(index=False)
+            ]
+
     def record(self, status: str = "completed", error: str | None = None) -> dict[str, Any]:
         """The run as stored: a `scoring_runs` row, a `.run.json` file, a CRM manifest."""
         return {
             "run_id": self.run_id,
             "status": status,
             "as_of": self.as_of,
+            "as_of_reason": self.as_of_reason,
             "propensity_model_version": self.model_versions.get(PROPENSITY_MODEL),
             "post_upsell_model_version": self.model_versions.get(POST_UPSELL_MODEL),
             "dataset": self.dataset,
@@ -92,6 +114,7 @@ class BatchSummary:
             "accounts": self.accounts,
             "written": self.written,
             "suppressed": self.suppressed,
+            "unscored": self.unscored,
             "counts": {
                 "by_route": self.by_route,
                 "by_trigger": self.by_trigger,
@@ -112,11 +135,13 @@ class BatchSummary:
         table.add_column("value")
         versions = ", ".join(f"{k} v{v}" for k, v in self.model_versions.items())
         table.add_row("target", self.target)
+        table.add_row("as of", f"{self.as_of} ({self.as_of_reason or 'given'})")
         table.add_row("models", versions)
         rate = self.written / self.seconds if self.seconds else 0.0
         table.add_row(
             "accounts", f"{self.written:,} written in {self.seconds:.1f} s ({rate:,.0f}/s)"
         )
+        table.add_row("not scored", self._unscored_text())
         table.add_row("suppressed", f"{self.suppressed:,} " + _counts(self.by_suppression_reason))
         table.add_row("actionable by route", _counts(self.by_route))
         table.add_row("triggers fired", _counts(self.by_trigger))
@@ -126,10 +151,24 @@ class BatchSummary:
         if self.drift.psi:
             warned = [f"{f} {self.drift.psi[f]:.2f}" for f in self.drift_warnings]
             drift = ", ".join(warned) or "none"
+            if self.drift.not_compared:  # calendar-bound features on another day than training
+                drift += f" ({len(self.drift.not_compared)} not compared: see the run record)"
         else:
             drift = self.drift.note
         table.add_row(f"drift (PSI > {self.drift.threshold:.1f})", drift)
         return table
+
+    def _unscored_text(self, shown: int = 10) -> str:
+        """Counts per reason with the first ids of each (all of them are in the run record)."""
+        if not self.unscored:
+            return "none: every account of `accounts` was scored"
+        lines = [f"{len(self.unscored):,} of {self.accounts + len(self.unscored):,} accounts"]
+        for reason, ids in self.unscored_by_reason.items():
+            more = f" and {len(ids) - shown:,} more" if len(ids) > shown else ""
+            lines.append(f"{len(ids):,} {reason}: {', '.join(ids[:shown])}{more}")
+        if len(self.unscored) > shown:
+            lines.append("(every one with its reason in the run record: scoring_runs.unscored)")
+        return "\n".join(lines)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -151,8 +190,11 @@ def run_batch(
     progress: Progress | None = None,
     models: Models | None = None,
     snapshot_to: Path | None = None,
+    allow_out_of_range_as_of: bool = False,
 ) -> BatchSummary:
-    """Score every account of `dataset` at `as_of` (default: the day after the last event).
+    """Score every account of `dataset` at `as_of` (default: the day after the last clean
+    event; a date the data does not cover is refused unless `allow_out_of_range_as_of`, see
+    `serving.coverage`).
 
     `models` defaults to both champions, checked against the features this code builds.
     A target that is not understood or not reachable, or a missing model, fails before the
@@ -160,6 +202,8 @@ def run_batch(
     features as the service's snapshot once the scores are written: the nightly job and the
     API's refresh in one load of the data.
     """
+    # A date the data does not cover fails first, before the target or the models are touched.
+    resolve_as_of(dataset, as_of, allow_out_of_range=allow_out_of_range_as_of)
     sink = open_target(target)
     sink.prepare()  # an unreachable database fails now, not after the features
     if models is None:
@@ -167,7 +211,7 @@ def run_batch(
     note = progress or (lambda _stage, _done, _total: None)
     started = time.perf_counter()
     note("features", 0, 1)
-    snapshot = build_snapshot(dataset, as_of)
+    snapshot = build_snapshot(dataset, as_of, allow_out_of_range_as_of=allow_out_of_range_as_of)
     note("features", 1, 1)
     features_s = time.perf_counter() - started
     summary = score_snapshot(
@@ -230,6 +274,7 @@ def score_snapshot(
         categorical=list(models.propensity.contract.categorical),
         rows=live,
         shifts=age_shifts(metadata, snapshot.as_of),
+        not_compared=calendar_mismatches(metadata, snapshot.as_of, features.columns),
     )
     if drift.warnings:
         log.warning(
@@ -241,6 +286,7 @@ def score_snapshot(
 
     run = RunInfo(str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
+    summary.cover(snapshot)
     summary.timings = {**(timings or {}), "scores": scores_s, "drift": drift_s}
 
     clock = time.perf_counter()

@@ -7,7 +7,8 @@ A target is one string (`expansion score --to TARGET`):
   account, upserted; a backfill of an older as_of never overwrites a newer row),
   `account_expansion_score_history` (upserted on account, as_of and both model versions: a
   rerun replaces its rows, never duplicates them) and `scoring_runs` (one row per run: counts,
-  score quantiles, drift JSON, start and finish).
+  score quantiles, drift JSON, start and finish, why this as-of date, and the accounts not
+  scored with the reason of each).
 - `scores.parquet` / `scores.csv`: the columns of `account_expansion_scores`, one row per
   account (`reasons` as JSON text; `triggers` a list in Parquet, JSON text in CSV), and the run
   record beside it in `scores.parquet.run.json`.
@@ -74,7 +75,9 @@ from sqlalchemy import (
     create_engine,
     event,
     insert,
+    inspect,
     select,
+    text,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
@@ -287,6 +290,9 @@ runs_table = Table(
     Column("error", Text),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
+    # Added after the first release: `create_tables` adds them to older databases.
+    Column("as_of_reason", Text, comment="why this as_of: --as-of given, latest clean event..."),
+    Column("unscored", JSONType, comment="accounts not scored: [{account_id, reason}]"),
 )
 
 
@@ -321,8 +327,19 @@ def create_database_engine(url: str) -> Engine:
 
 
 def create_tables(engine: Engine) -> None:
-    """Create the three tables if missing (same DDL on SQLite and PostgreSQL)."""
+    """Create the three tables if missing (same DDL on SQLite and PostgreSQL), and add the
+    run-record columns a database created by an older version lacks."""
     metadata.create_all(engine, checkfirst=True)
+    have = {c["name"] for c in inspect(engine).get_columns(runs_table.name)}
+    missing = [c for c in runs_table.columns if c.name not in have]
+    if missing:
+        with engine.begin() as conn:
+            # IF NOT EXISTS (PostgreSQL): two runs starting at once may both add the column.
+            guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
+            for column in missing:
+                kind = column.type.compile(dialect=conn.dialect)
+                name = conn.dialect.identifier_preparer.quote(column.name)
+                conn.execute(text(f"ALTER TABLE {runs_table.name} ADD COLUMN {guard}{name} {kind}"))
 
 
 def _dialect_insert(conn: Connection, table: Table):

@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from features.build import Progress, build_feature_frame, feature_spec, to_as_of
+from features.build import Progress, build_feature_frame, feature_spec
 from features.dataset import Dataset
+from serving.coverage import resolve_as_of, unscored_accounts
 
 CONTEXT = ("ctx_plan_id", "ctx_status", "ctx_csm_owner", "ctx_name", "ctx_last_outreach_at")
 FEATURES_FILE = "features.parquet"
@@ -34,6 +35,9 @@ class Snapshot:
     plans: pd.DataFrame
     feature_names: list[str]
     source: str = ""
+    as_of_reason: str = ""  # why this date (see `serving.coverage.resolve_as_of`)
+    # Accounts of `accounts` that have no row here, and why (columns account_id, reason).
+    unscored: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.features)
@@ -42,13 +46,8 @@ class Snapshot:
 def default_as_of(dataset: Dataset) -> date:
     """The day after the last clean event: 'now' for a dataset exported today.
 
-    Quarantined rows (future-dated ones included) never move it; see
-    `ValidationReport.default_as_of`.
-    """
-    as_of = dataset.report.default_as_of()
-    if as_of is None:
-        raise ValueError(f"{dataset.uri or dataset.path}: no valid events to take a date from")
-    return as_of
+    Quarantined rows (future-dated ones included) never move it; see `serving.coverage`."""
+    return resolve_as_of(dataset).date
 
 
 def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:
@@ -76,10 +75,18 @@ def context_frame(dataset: Dataset, as_of: date) -> pd.DataFrame:
 
 
 def build_snapshot(
-    dataset: Dataset, as_of: date | str | None = None, progress: Progress | None = None
+    dataset: Dataset,
+    as_of: date | str | None = None,
+    progress: Progress | None = None,
+    *,
+    allow_out_of_range_as_of: bool = False,
 ) -> Snapshot:
-    """Features of every active or trialing account at `as_of`, canceled ones as context only."""
-    as_of = to_as_of(as_of) if as_of is not None else default_as_of(dataset)
+    """Features of every active or trialing account at `as_of`, canceled ones as context only.
+
+    `as_of` defaults to the day after the last clean event; a date the data does not cover
+    raises `serving.coverage.AsOfOutOfRange` unless `allow_out_of_range_as_of`."""
+    chosen = resolve_as_of(dataset, as_of, allow_out_of_range=allow_out_of_range_as_of)
+    as_of = chosen.date
     features = build_feature_frame(dataset, [as_of], progress=progress)
     context = context_frame(dataset, as_of)
     # Canceled accounts have no features but must be answerable (suppressed as canceled).
@@ -89,7 +96,15 @@ def build_snapshot(
     frame = frame[frame["ctx_status"].isin(["active", "trialing", "canceled"])]
     frame = frame.sort_values("account_id").set_index("account_id")
     plans = dataset.frame("plans")
-    return Snapshot(as_of, frame, plans, feature_spec(dataset).names, str(dataset.path))
+    return Snapshot(
+        as_of,
+        frame,
+        plans,
+        feature_spec(dataset).names,
+        str(dataset.path),
+        as_of_reason=chosen.reason,
+        unscored=unscored_accounts(dataset, as_of, frame.index),
+    )
 
 
 def write_snapshot(snapshot: Snapshot, folder: Path) -> Path:

@@ -35,7 +35,7 @@ import pandas as pd
 from features.engine import to_pandas
 from features.settings import Settings
 from serving.batch import BatchSummary, _summarize
-from serving.drift import DriftReport, age_shifts, drift_report
+from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
 from serving.scoring import Models, attach_reasons, score_frame
 from serving.sinks import ROW_COLUMNS, RunInfo, open_target
 from serving.snapshot import CONTEXT, Snapshot
@@ -234,6 +234,9 @@ def _summary(
             categorical=list(models.propensity.contract.categorical),
             rows=live,
             shifts=age_shifts(models.propensity.contract.metadata, run.as_of),
+            not_compared=calendar_mismatches(
+                models.propensity.contract.metadata, run.as_of, frame.columns
+            ),
         )
     summary = _summarize(
         run, SimpleNamespace(description=""), SimpleNamespace(source=source), small, drift

@@ -158,6 +158,9 @@ def test_snapshot_equal(both) -> None:
     a, b = build_snapshot(duck), build_snapshot(sp)
     assert a.as_of == b.as_of and a.feature_names == b.feature_names
     assert_same(a.features.reset_index(), b.features.reset_index())
+    # Why this date, and the accounts left out with why: the same on both engines.
+    assert a.as_of_reason == b.as_of_reason and "latest clean event" in a.as_of_reason
+    pd.testing.assert_frame_equal(a.unscored, b.unscored)
 
 
 def test_batch_scores_equal(both, trained, spark, tmp_path: Path) -> None:

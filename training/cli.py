@@ -47,6 +47,16 @@ DataDir = Annotated[
 ]
 
 
+AllowOutOfRange = Annotated[
+    bool,
+    typer.Option(
+        "--allow-out-of-range-as-of",
+        help="Score an --as-of before the first clean event or more than a week after the "
+        "last one (refused otherwise: every feature window would be empty or partial).",
+    ),
+]
+
+
 @contextmanager
 def progress_bar(description: str) -> Iterator[Progress]:
     """A Rich progress bar for jobs that take more than a couple of seconds."""
@@ -63,7 +73,7 @@ def progress_bar(description: str) -> Iterator[Progress]:
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}")
+    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, any width
     return typer.Exit(code=2)
 
 
@@ -164,18 +174,23 @@ def features(
         str,
         typer.Option(help="Spark master URL with --engine spark (local[*], spark://host:7077)."),
     ] = "local[*]",
+    allow_out_of_range_as_of: AllowOutOfRange = False,
 ) -> None:
     """Write the point-in-time feature frame: one row per active account and as-of date."""
-    import pandas as pd
-
     from features.build import STEPS, build_feature_frame
+    from serving.coverage import AsOfOutOfRange, resolve_as_of
 
     if engine not in ("duckdb", "spark"):
         raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
     ds = _load(data, engine=engine, spark_master=spark_master)
-    dates = as_of or [
-        (pd.Timestamp(ds.report.tables["events"].time_max) + pd.Timedelta(days=1)).date()
-    ]
+    try:
+        chosen = [
+            resolve_as_of(ds, day, allow_out_of_range=allow_out_of_range_as_of)
+            for day in (as_of or [None])
+        ]
+    except AsOfOutOfRange as exc:
+        raise _fail(str(exc)) from exc
+    dates = [c.date for c in chosen]
     with progress_bar("features") as progress:
         task = progress.add_task("features", total=len(STEPS))
         frame = build_feature_frame(
@@ -187,6 +202,8 @@ def features(
         f"Wrote {len(frame):,} rows x {frame.shape[1] - 2} features for "
         f"{frame['as_of'].nunique()} as-of date(s) to {out}"
     )
+    for c in chosen:
+        console.print(f"as of {c.date}: {c.reason}")
 
 
 @app.command("import")
@@ -355,18 +372,33 @@ def compare(
 def snapshot(
     data: DataDir,
     as_of: Annotated[
-        str | None, typer.Option(help="As-of date (default: the day after the last event).")
+        str | None,
+        typer.Option(help="As-of date (default: the day after the last clean event)."),
     ] = None,
+    allow_out_of_range_as_of: AllowOutOfRange = False,
 ) -> None:
     """Build the feature snapshot the service scores accounts from (models/snapshot/)."""
     from features.settings import get_settings
+    from serving.coverage import AsOfOutOfRange
     from serving.snapshot import build_snapshot, write_snapshot
 
     ds = _load(data)
-    with console.status("building the feature snapshot"):
-        snap = build_snapshot(ds, as_of)
-        folder = write_snapshot(snap, get_settings().models_dir / "snapshot")
-    console.print(f"Snapshot of {len(snap):,} accounts as of {snap.as_of} written to {folder}")
+    try:
+        with console.status("building the feature snapshot"):
+            snap = build_snapshot(ds, as_of, allow_out_of_range_as_of=allow_out_of_range_as_of)
+            folder = write_snapshot(snap, get_settings().models_dir / "snapshot")
+    except AsOfOutOfRange as exc:
+        raise _fail(str(exc)) from exc
+    console.print(
+        f"Snapshot of {len(snap):,} accounts as of {snap.as_of} ({snap.as_of_reason}) "
+        f"written to {folder}"
+    )
+    if snap.unscored is not None and len(snap.unscored):
+        counts = snap.unscored["reason"].value_counts()
+        console.print(
+            f"{len(snap.unscored):,} accounts of `accounts` not in it: "
+            + "; ".join(f"{n:,} {reason}" for reason, n in counts.items())
+        )
 
 
 @app.command()
@@ -445,8 +477,10 @@ def score(
         ),
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option(help="As-of date (default: the day after the last event).")
+        str | None,
+        typer.Option(help="As-of date (default: the day after the last clean event)."),
     ] = None,
+    allow_out_of_range_as_of: AllowOutOfRange = False,
     chunk_size: Annotated[
         int, typer.Option(help="Accounts explained and written per chunk.", min=1)
     ] = 50_000,
@@ -473,6 +507,7 @@ def score(
     """Score every account and write the ranked list with reasons to a database, file or CRM."""
     from features.settings import get_settings
     from serving.batch import default_target, run_batch
+    from serving.coverage import AsOfOutOfRange, resolve_as_of
     from serving.registry import ModelContractError
 
     settings = get_settings()
@@ -482,11 +517,24 @@ def score(
     if engine == "spark":
         if snapshot:
             raise _fail("--snapshot is for the DuckDB engine (run `expansion snapshot` instead)")
-        _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spark_out)
+        _score_on_spark(
+            data,
+            settings,
+            target,
+            as_of,
+            chunk_size,
+            spark_master,
+            spark_out,
+            allow_out_of_range_as_of,
+        )
         if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
             _print_top_from_crm(target, top)
         return
     ds = _load(data)
+    try:  # refused before the progress bar starts: the refusal is the only line
+        resolve_as_of(ds, as_of, allow_out_of_range=allow_out_of_range_as_of)
+    except AsOfOutOfRange as exc:
+        raise _fail(str(exc)) from exc
     with progress_bar("scoring") as bar:
         tasks: dict[str, int] = {}
 
@@ -504,6 +552,7 @@ def score(
                 chunk_size=chunk_size,
                 progress=note,
                 snapshot_to=settings.models_dir / "snapshot" if snapshot else None,
+                allow_out_of_range_as_of=allow_out_of_range_as_of,
             )
         except (ModelContractError, ValueError) as exc:
             raise _fail(str(exc)) from exc
@@ -516,7 +565,9 @@ def score(
         _print_top_from_crm(target, top)
 
 
-def _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spark_out) -> None:
+def _score_on_spark(
+    data, settings, target, as_of, chunk_size, spark_master, spark_out, allow_out_of_range_as_of
+) -> None:
     """Features and scores on Spark (the same SQL and scoring core), then the rows are
     written as Parquet and streamed from the driver to the target in chunks."""
     from serving.registry import ModelContractError
@@ -528,7 +579,9 @@ def _score_on_spark(data, settings, target, as_of, chunk_size, spark_master, spa
     out = spark_out or str((settings.models_dir / "spark_scores").resolve())
     try:
         with console.status("features and scores on Spark"):
-            result = score_on_spark(spark, build_snapshot(ds, as_of), settings, out)
+            snap = build_snapshot(ds, as_of, allow_out_of_range_as_of=allow_out_of_range_as_of)
+            result = score_on_spark(spark, snap, settings, out)
+            result.summary.cover(snap)  # the as-of reason and the accounts not scored
         with console.status(f"writing to {target}"):
             summary = write_to_target(spark, result, target, chunk_size=chunk_size)
     except (ModelContractError, ValueError) as exc:
