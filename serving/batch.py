@@ -70,6 +70,7 @@ class BatchSummary:
     finished_at: datetime | None = None
     timings: dict[str, float] = field(default_factory=dict)
     dataset: str = ""
+    sync: dict[str, Any] | None = None  # a live CRM/webhook sync's report (serving.crm)
 
     @property
     def seconds(self) -> float:
@@ -129,7 +130,24 @@ class BatchSummary:
         else:
             drift = self.drift.note
         table.add_row(f"drift (PSI > {self.drift.threshold:.1f})", drift)
+        if self.sync:
+            _sync_rows(table, self.sync)
         return table
+
+
+def _sync_rows(table: Table, sync: dict[str, Any]) -> None:
+    """The live sync's outcome, with the first failed records and the CRM's messages."""
+    table.add_row(
+        "CRM sync",
+        f"{sync['status']}: {sync['landed']:,} landed ({sync['already_landed']:,} earlier), "
+        f"{sync['failed']:,} failed, {sync['requests']:,} requests, {sync['retries']:,} retries",
+    )
+    for failure in sync["failures"][:10]:
+        table.add_row("  failed", f"{failure['account_id']}: {failure['message'][:160]}")
+    if sync["failed"] > 10:
+        table.add_row("  failed", f"... and {sync['failed'] - 10:,} more (scoring_runs.crm_sync)")
+    for note in sync["notes"][:5]:
+        table.add_row("  note", note)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -151,6 +169,7 @@ def run_batch(
     progress: Progress | None = None,
     models: Models | None = None,
     snapshot_to: Path | None = None,
+    run_id: str | None = None,
 ) -> BatchSummary:
     """Score every account of `dataset` at `as_of` (default: the day after the last event).
 
@@ -158,7 +177,8 @@ def run_batch(
     A target that is not understood or not reachable, or a missing model, fails before the
     features are built. `snapshot_to` (e.g. `models/snapshot`) also publishes the same
     features as the service's snapshot once the scores are written: the nightly job and the
-    API's refresh in one load of the data.
+    API's refresh in one load of the data. `run_id` reuses a run's id: a live CRM sync then
+    resumes, sending only what has not landed (default: a new id).
     """
     sink = open_target(target)
     sink.prepare()  # an unreachable database fails now, not after the features
@@ -178,6 +198,7 @@ def run_batch(
         chunk_size=chunk_size,
         progress=progress,
         timings={"features": features_s},
+        run_id=run_id,
     )
     if snapshot_to is not None:
         write_snapshot(snapshot, snapshot_to)
@@ -193,6 +214,7 @@ def score_snapshot(
     chunk_size: int = 50_000,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    run_id: str | None = None,
 ) -> BatchSummary:
     """Score, rank, explain and write the accounts of a snapshot through `sink`.
 
@@ -239,7 +261,7 @@ def score_snapshot(
         )
     drift_s = time.perf_counter() - clock
 
-    run = RunInfo(str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
+    run = RunInfo(run_id or str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
     summary.timings = {**(timings or {}), "scores": scores_s, "drift": drift_s}
 
@@ -260,6 +282,9 @@ def score_snapshot(
         summary.finished_at = datetime.now(UTC)
         sink.abort(summary.record("failed", f"{type(exc).__name__}: {exc}"))
         raise
+    finally:
+        report = getattr(sink, "report", None)  # live syncs: what landed and what did not
+        summary.sync = report.to_dict() if report is not None else None
     return summary
 
 
