@@ -139,6 +139,7 @@ class FakeApi:
         self.received: Counter[str] = Counter()  # times a record arrived (also if refused)
         self.batches = 0
         self.faults: Counter[str] = Counter()
+        self.rate_limited = 0  # 429s for going over `rate` (not injected ones)
         self.violations: list[str] = []
         self.log: list[tuple[str, str]] = []
         self._window: deque[float] = deque()
@@ -175,6 +176,7 @@ class FakeApi:
             while self._window and self._window[0] <= now - seconds:
                 self._window.popleft()
             if len(self._window) >= most:
+                self.rate_limited += 1
                 return True
             self._window.append(now)
             return False
@@ -321,9 +323,7 @@ class HubSpotApi(FakeApi):
 class SalesforceApi(FakeApi):
     """OAuth client credentials + sObject Collections upsert on Account."""
 
-    def __init__(
-        self, fields: set[str], client_id: str, client_secret: str, **kwargs: Any
-    ) -> None:
+    def __init__(self, fields: set[str], client_id: str, client_secret: str, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.fields = fields  # Account fields that exist (ours + the external id)
         self.client_id, self.client_secret = client_id, client_secret
@@ -348,8 +348,14 @@ class SalesforceApi(FakeApi):
                 return self.violation(f"token form fields {sorted(form)}")
             if (form["client_id"], form["client_secret"]) != (self.client_id, self.client_secret):
                 return 400, {"error": "invalid_client", "error_description": "invalid client"}, {}
-            response = dict(fixture("salesforce_oauth_client_credentials_token_response.json")["body"])
-            return 200, {**response, "access_token": self.issue_token(), "instance_url": self.url}, {}
+            response = dict(
+                fixture("salesforce_oauth_client_credentials_token_response.json")["body"]
+            )
+            return (
+                200,
+                {**response, "access_token": self.issue_token(), "instance_url": self.url},
+                {},
+            )
         auth = headers.get("Authorization", "").removeprefix("Bearer ")
         if auth not in self.valid_tokens:
             body = fixture("salesforce_invalid_session_401_response.json")["body"]
@@ -391,7 +397,10 @@ class SalesforceApi(FakeApi):
         for r, key in zip(records, keys, strict=True):
             unknown = set(r) - self.fields - {"attributes"}
             if unknown:
-                err = {"statusCode": "INVALID_FIELD", "message": f"No such column {sorted(unknown)[0]}"}
+                err = {
+                    "statusCode": "INVALID_FIELD",
+                    "message": f"No such column {sorted(unknown)[0]}",
+                }
                 out.append({"success": False, "errors": [{**err, "fields": []}]})
             elif counts[key] > 1:
                 err = {
@@ -428,9 +437,12 @@ class WebhookReceiver(FakeApi):
         self.log.append((method, path))
         timestamp = headers.get("X-Expansion-Timestamp", "")
         signature = headers.get("X-Expansion-Signature", "")
-        expected = "v1=" + hmac.new(
-            self.secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256
-        ).hexdigest()
+        expected = (
+            "v1="
+            + hmac.new(
+                self.secret.encode(), timestamp.encode() + b"." + raw, hashlib.sha256
+            ).hexdigest()
+        )
         if not hmac.compare_digest(expected, signature):
             return self.violation("bad signature")
         if abs(time.time() - int(timestamp)) > 300:

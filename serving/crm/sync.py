@@ -450,7 +450,8 @@ class SyncEngine:
                 "system": self.connector.system,
                 "destination": self.connector.destination,
                 "run_id": self.run_id,
-                "requests": self._dry_files,
+                "setup": [f for f in self._dry_files if not f.startswith("requests/")],
+                "requests": [f for f in self._dry_files if f.startswith("requests/")],
                 "records": self.report.sent,
             }
             (self.options.dry_run / "manifest.json").write_text(json.dumps(manifest, indent=1))
