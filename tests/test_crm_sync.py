@@ -497,3 +497,51 @@ def test_tokens_never_reach_logs_output_or_state(
         assert secret not in caplog.text
         assert secret not in out.out + out.err
         assert secret.encode() not in stored
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_score_command_exit_code_3_on_partial_then_resume_and_dry_run(
+    trained, snapshot, hubspot_env, state, tmp_path, monkeypatch
+):
+    from typer.testing import CliRunner
+
+    from features.settings import get_settings
+    from training.cli import PARTIAL_EXIT, app
+
+    first = str(snapshot.features.index[0])
+    monkeypatch.setenv("EXPANSION_MODELS_DIR", str(trained.settings.models_dir))
+    monkeypatch.setenv("COLUMNS", "200")
+    get_settings.cache_clear()
+    run_id = "nightly-2026-01-01"
+    target = f"hubspot://?{FAST}&{state}"
+    data = ["--data", str(trained.data_dir)]
+    try:
+        with HubSpotApi(HS_TOKEN, reject={first: "OBJECT_NOT_FOUND company deleted"}) as api:
+            hubspot_env(api)
+            runner = CliRunner()
+            result = runner.invoke(app, ["score", *data, "--to", target, "--run-id", run_id])
+            assert result.exit_code == PARTIAL_EXIT == 3, result.output
+            assert first in result.output and "partial" in result.output
+            assert HS_TOKEN not in result.output
+
+            api.reject.clear()
+            result = runner.invoke(app, ["score", *data, "--to", target, "--run-id", run_id])
+            assert result.exit_code == 0, result.output
+            # the rerun sent only the one that had failed
+            assert api.received.pop(first) == 2 and set(api.received.values()) == {1}
+
+            requests = len(api.log)
+            result = runner.invoke(app, ["score", *data, "--to", target, "--dry-run"])
+            assert result.exit_code == 0, result.output
+            assert len(api.log) == requests
+            folder = trained.settings.models_dir / "dry-run" / "hubspot"
+            assert json.loads((folder / "manifest.json").read_text())["records"] == len(
+                snapshot.features
+            )
+            result = runner.invoke(app, ["score", *data, "--to", "out.csv", "--dry-run"])
+            assert result.exit_code == 2 and "live targets" in result.output
+    finally:
+        get_settings.cache_clear()
+    assert run_row(tmp_path, run_id)["status"] == "completed"
