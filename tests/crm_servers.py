@@ -81,6 +81,7 @@ SF_TOKEN_FORM = set(
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
+    protocol_version = "HTTP/1.1"  # keep-alive, as the real APIs
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -99,11 +100,11 @@ class _Handler(BaseHTTPRequestHandler):
             pass
 
     def _handle(self) -> None:
+        arrived = time.monotonic()  # a gateway counts a request when it arrives
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
-        status, body, headers = self.server.app.handle(
-            self.command, self.path, dict(self.headers.items()), raw
-        )
+        headers = {**dict(self.headers.items()), "X-Arrived": str(arrived)}
+        status, body, headers = self.server.app.handle(self.command, self.path, headers, raw)
         self._reply(status, body, headers)
 
     do_GET = do_POST = do_PATCH = _handle
@@ -166,12 +167,12 @@ class FakeApi:
             self.violations.append(message)
         return 400, {"status": "error", "message": f"test server: {message}"}, {}
 
-    def over_rate(self) -> bool:
+    def over_rate(self, arrived: float) -> bool:
         """Sliding window on arrivals, as the CRM counts them."""
         if self.rate is None:
             return False
         most, seconds = self.rate
-        now = time.monotonic()
+        now = arrived
         with self.lock:
             while self._window and self._window[0] <= now - seconds:
                 self._window.popleft()
@@ -225,7 +226,7 @@ class HubSpotApi(FakeApi):
         self.log.append((method, path))
         if headers.get("Authorization") != f"Bearer {self.token}":
             return 401, fixture("hubspot_401_invalid_authentication_response.json")["body"], {}
-        if self.over_rate():
+        if self.over_rate(float(headers["X-Arrived"])):
             body = fixture("hubspot_429_ten_secondly_response.json")["body"]
             return 429, body, self.limit_headers(remaining=0)
         body = json.loads(raw) if raw else None

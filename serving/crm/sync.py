@@ -216,8 +216,9 @@ class RateLimiter:
                 if len(self._starts) < self.rate.requests:
                     self._starts.append(now)
                     return
-                # a few ms more than the window: the server counts arrivals, we count starts
-                time.sleep(self._starts[0] + self.rate.seconds - now + 0.005)
+                # 10 ms more than the window: the server counts arrivals, we count starts,
+                # and the network between varies
+                time.sleep(self._starts[0] + self.rate.seconds - now + 0.01)
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -526,26 +527,29 @@ class SyncEngine:
         raise AssertionError("unreachable")  # Retrying either returns or raises
 
     def _once(self, request: Request) -> httpx.Response:
-        remaining = self._deadline - time.monotonic()
-        if remaining <= 0:
-            raise httpx.TimeoutException("the sync deadline has passed")
-        self.limiter.acquire()
-        self.report.requests += 1
-        timeout = min(self.options.timeout, max(remaining, 0.001))
+        # the request is built (JSON encoded, signed) before the limiter lets it go, so the
+        # time between our count and the server's is only the network's
         if hasattr(request, "signed"):  # webhooks: signed afresh at every attempt
             content, headers = request.signed()
-            response = self._client.request(
-                request.method, request.url, content=content, headers=headers, timeout=timeout
+            built = self._client.build_request(
+                request.method, request.url, content=content, headers=headers
             )
         else:
-            response = self._client.request(
+            built = self._client.build_request(
                 request.method,
                 request.url,
                 json=request.json,
                 data=request.data,
                 headers=request.headers or None,
-                timeout=timeout,
             )
+        self.limiter.acquire()
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise httpx.TimeoutException("the sync deadline has passed")
+        timeout = min(self.options.timeout, max(remaining, 0.001))
+        built.extensions["timeout"] = httpx.Timeout(timeout).as_dict()
+        self.report.requests += 1
+        response = self._client.send(built)
         self.connector.check(response, self.limiter)
         return response
 
