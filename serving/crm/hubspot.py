@@ -178,8 +178,8 @@ class HubSpotConnector:
             body = _json(response)
             if body.get("policyName") == "DAILY":
                 raise SyncError(f"HubSpot daily API limit reached: {body.get('message', '')}")
-            # no Retry-After: one slot of the advertised window, doubling while it persists
-            # (the limiter, now on the advertised window, waits for the window itself)
+            # no Retry-After: the limiter, now on the advertised window, spaces the retry by a
+            # slot; while 429s persist the wait grows by slots of that window (1, 3, 7...)
             rate = advertised or limiter.rate or DEFAULT_RATE
             raise Retryable(message_of(response, 200), wait=rate.seconds / rate.requests, grow=True)
         if status == 423:

@@ -373,7 +373,8 @@ class _ServerWait:
         exc = state.outcome.exception() if state.outcome else None
         hint = getattr(exc, "wait", None)
         if hint is not None and getattr(exc, "grow", False):  # a unit of wait, not an order
-            hint = min(self.maximum, hint * 2 ** (state.attempt_number - 1))
+            # 0, 1, 3, 7... units: the first retry is already spaced by the rate limiter
+            hint = min(self.maximum, hint * (2 ** (state.attempt_number - 1) - 1))
         if hint is not None:
             # a little jitter so that parallel clients do not come back in step
             return hint + random.uniform(0, 0.1 * max(hint, 0.01))
