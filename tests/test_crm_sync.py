@@ -545,3 +545,21 @@ def test_score_command_exit_code_3_on_partial_then_resume_and_dry_run(
     finally:
         get_settings.cache_clear()
     assert run_row(tmp_path, run_id)["status"] == "completed"
+
+
+def test_rate_limiter_never_lets_more_than_n_start_in_a_window():
+    import time
+
+    from serving.crm.sync import RateLimiter
+
+    limiter = RateLimiter(Rate(5, 0.2), explicit=True)
+    starts = []
+    for _ in range(16):
+        limiter.acquire()
+        starts.append(time.monotonic())
+    for i in range(len(starts) - 5):
+        assert starts[i + 5] - starts[i] >= 0.2  # the 6th start is a full window later
+    limiter.advertise(Rate(10, 0.2))  # looser than the explicit setting: ignored
+    assert limiter.rate == Rate(5, 0.2)
+    limiter.advertise(Rate(2, 0.2))  # tighter: adopted
+    assert limiter.rate == Rate(2, 0.2)

@@ -180,6 +180,8 @@ class HubSpotConnector:
                 raise SyncError(f"HubSpot daily API limit reached: {body.get('message', '')}")
             # no Retry-After: the limiter, now on the advertised window, spaces the retry by a
             # slot; while 429s persist the wait grows by slots of that window (1, 3, 7...)
+            if response.headers.get("X-HubSpot-RateLimit-Remaining") == "0":
+                limiter.overshot()
             rate = advertised or limiter.rate or DEFAULT_RATE
             raise Retryable(message_of(response, 200), wait=rate.seconds / rate.requests, grow=True)
         if status == 423:

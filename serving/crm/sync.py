@@ -18,6 +18,9 @@ their requests and responses look (a `Connector`); this module sends them.
   is sent again, and the CRM calls are upserts: sending it twice writes the same values.
 - **Dry run**: the same code path writes each request (method, URL, body) to a folder
   instead of sending it.
+- **Overlap**: batches are sent by one sender thread (one request at a time) while the batch
+  job explains the next chunk; an error that stops the sync (`SyncError`) surfaces in the
+  batch job at its next write or at the commit.
 
 Tokens live only in the HTTP client's headers: they are never put in a message, a log
 record, the report or the dry-run files.
@@ -27,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import random
 import sqlite3
 import threading
@@ -188,6 +192,11 @@ class RateLimiter:
 
     def __init__(self, rate: Rate | None, explicit: bool = False) -> None:
         self.rate, self.explicit = rate, explicit
+        # added to the window: the server counts arrivals, we count starts, and the time
+        # between varies; each 429 for the rate widens it a little (at most 5% of the window),
+        # each full window without one narrows it again
+        self.margin = 0.01
+        self._calm = 0
         self._starts: deque[float] = deque()
         self._not_before = 0.0
         self._lock = threading.Lock()
@@ -196,6 +205,13 @@ class RateLimiter:
         with self._lock:
             if not self.explicit or self.rate is None or rate.per_second < self.rate.per_second:
                 self.rate = rate
+
+    def overshot(self) -> None:
+        """The server said the window was full although ours was not: keep more distance."""
+        with self._lock:
+            if self.rate is not None:
+                self.margin = min(self.margin + 0.005, 0.05 * self.rate.seconds)
+                self._calm = 0
 
     def pause(self, seconds: float) -> None:
         with self._lock:
@@ -215,10 +231,11 @@ class RateLimiter:
                     self._starts.popleft()
                 if len(self._starts) < self.rate.requests:
                     self._starts.append(now)
+                    self._calm += 1
+                    if self._calm >= self.rate.requests and self.margin > 0.01:
+                        self.margin, self._calm = max(0.01, self.margin - 0.005), 0
                     return
-                # 10 ms more than the window: the server counts arrivals, we count starts,
-                # and the network between varies
-                time.sleep(self._starts[0] + self.rate.seconds - now + 0.01)
+                time.sleep(self._starts[0] + self.rate.seconds - now + self.margin)
 
 
 # --- checkpoint -----------------------------------------------------------------------------
@@ -398,6 +415,13 @@ class SyncEngine:
         self._checkpoint: Checkpoint | None = None
         self._landed: set[str] = set()
         self._dry_files: list[str] = []
+        # Batches go to one sender thread, so the batch job explains the next chunk while
+        # this one is sent; the queue is short, so memory stays a few batches.
+        self._queue: queue.Queue[list | None] = queue.Queue(maxsize=4)
+        self._sender: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._stop_reason: str | None = None
+        self._lock = threading.Lock()
         if options.dry_run is None:
             self._checkpoint = Checkpoint(
                 options.state_dir / "crm_sync.sqlite", connector.destination, run_id
@@ -423,15 +447,34 @@ class SyncEngine:
                 self._flush()
 
     def finish(self) -> SyncReport:
-        """Send what is left and close; the report covers the whole run id."""
+        """Send what is left and close; the report covers the whole run id.
+
+        A `SyncError` of the sender (bad token, limit used up) is raised here, after the
+        report and checkpoint are complete.
+        """
         try:
             self._flush()
+            self._join()
         finally:
             self.close()
+        if self._error is not None:
+            raise self._error
         return self.report
 
+    def _join(self) -> None:
+        if self._sender is not None:
+            self._queue.put(None)
+            self._sender.join()
+            self._sender = None
+
     def close(self, reason: str | None = None) -> SyncReport:
-        """Stop (also after a crash): unsent records are reported, the checkpoint kept."""
+        """Stop (also after a crash): unsent records are reported, the checkpoint kept.
+
+        The batch in flight is finished (within its timeout); the queued ones are not sent.
+        """
+        if self._sender is not None:
+            self._stop_reason = reason or "the sync was stopped"
+            self._join()
         if reason and self._pending:
             for key, _ in self._pending:
                 self.report.failures.setdefault(key, f"not sent: {reason}")
@@ -461,17 +504,48 @@ class SyncEngine:
         return self.report
 
     def _flush(self) -> None:
+        if self._error is not None:  # the sender stopped: the run stops too
+            raise self._error
         if not self._pending:
             return
         batch, self._pending = self._pending, []
         self._batches += 1
-        keys = [k for k, _ in batch]
-        batch_id = f"{self.run_id}-{self._batches:06d}"
-        request = self.connector.batch_request([i for _, i in batch], batch_id)
-        self.report.sent += len(batch)
         if self.options.dry_run is not None:
+            request = self.connector.batch_request([i for _, i in batch], self._batch_id())
+            self.report.sent += len(batch)
             self.write_dry(request, f"requests/{self._batches:06d}.json")
             return
+        if self._sender is None:
+            self._sender = threading.Thread(target=self._send_all, name="crm-sync", daemon=True)
+            self._sender.start()
+        self._queue.put((self._batch_id(), batch))
+
+    def _batch_id(self) -> str:
+        return f"{self.run_id}-{self._batches:06d}"
+
+    def _send_all(self) -> None:
+        """The sender thread: one batch at a time, until None."""
+        while (job := self._queue.get()) is not None:
+            batch_id, batch = job
+            if self._error is not None or self._stop_reason is not None:
+                reason = self._stop_reason or str(self._error)
+                self._failed({k: f"not sent: {reason}" for k, _ in batch})
+                continue
+            try:
+                self._send(batch_id, batch)
+            except BaseException as exc:  # SyncError: stop, and tell the main thread
+                self._error = exc
+                self._failed({k: f"not sent: {exc}" for k, _ in batch})
+
+    def _failed(self, failures: dict[str, str]) -> None:
+        with self._lock:
+            for key, message in failures.items():
+                self.report.failures.setdefault(key, message)
+
+    def _send(self, batch_id: str, batch: list[tuple[str, dict[str, Any]]]) -> None:
+        keys = [k for k, _ in batch]
+        request = self.connector.batch_request([i for _, i in batch], batch_id)
+        self.report.sent += len(batch)
         try:
             response = self.call(request)
             outcome = self.connector.outcome(keys, response)
@@ -480,9 +554,10 @@ class SyncEngine:
         landed = [k for k, msg in outcome.items() if msg is None]
         failed = {k: msg for k, msg in outcome.items() if msg is not None}
         self._checkpoint.record(landed, failed)
-        self.report.failures.update(failed)
-        for key in landed:
-            self.report.failures.pop(key, None)
+        with self._lock:
+            self.report.failures.update(failed)
+            for key in landed:
+                self.report.failures.pop(key, None)
         if failed:
             log.warning(
                 "%s: %d of %d records failed", self.connector.system, len(failed), len(keys)
@@ -504,8 +579,9 @@ class SyncEngine:
 
         refreshed = False
 
-        def past_deadline(state) -> bool:
-            return time.monotonic() + state.upcoming_sleep >= self._deadline
+        def past_deadline(state) -> bool:  # or stopped: a crash does not wait for retries
+            stopped = self._stop_reason is not None
+            return stopped or time.monotonic() + state.upcoming_sleep >= self._deadline
 
         retrying = Retrying(
             stop=stop_after_attempt(self.options.attempts) | past_deadline,
