@@ -74,6 +74,7 @@ class BatchSummary:
     as_of_reason: str = ""
     # Accounts of `accounts` not scored, and why: [{"account_id", "reason"}].
     unscored: list[dict[str, str]] = field(default_factory=list)
+    sync: dict[str, Any] | None = None  # a live CRM/webhook sync's report (serving.crm)
 
     @property
     def seconds(self) -> float:
@@ -156,6 +157,8 @@ class BatchSummary:
         else:
             drift = self.drift.note
         table.add_row(f"drift (PSI > {self.drift.threshold:.1f})", drift)
+        if self.sync:
+            _sync_rows(table, self.sync)
         return table
 
     def _unscored_text(self, shown: int = 10) -> str:
@@ -169,6 +172,21 @@ class BatchSummary:
         if len(self.unscored) > shown:
             lines.append("(every one with its reason in the run record: scoring_runs.unscored)")
         return "\n".join(lines)
+
+
+def _sync_rows(table: Table, sync: dict[str, Any]) -> None:
+    """The live sync's outcome, with the first failed records and the CRM's messages."""
+    table.add_row(
+        "CRM sync",
+        f"{sync['status']}: {sync['landed']:,} landed ({sync['already_landed']:,} earlier), "
+        f"{sync['failed']:,} failed, {sync['requests']:,} requests, {sync['retries']:,} retries",
+    )
+    for failure in sync["failures"][:10]:
+        table.add_row("  failed", f"{failure['account_id']}: {failure['message'][:160]}")
+    if sync["failed"] > 10:
+        table.add_row("  failed", f"... and {sync['failed'] - 10:,} more (scoring_runs.crm_sync)")
+    for note in sync["notes"][:5]:
+        table.add_row("  note", note)
 
 
 def _counts(counts: dict[str, int]) -> str:
@@ -191,6 +209,7 @@ def run_batch(
     models: Models | None = None,
     snapshot_to: Path | None = None,
     allow_out_of_range_as_of: bool = False,
+    run_id: str | None = None,
 ) -> BatchSummary:
     """Score every account of `dataset` at `as_of` (default: the day after the last clean
     event; a date the data does not cover is refused unless `allow_out_of_range_as_of`, see
@@ -200,7 +219,8 @@ def run_batch(
     A target that is not understood or not reachable, or a missing model, fails before the
     features are built. `snapshot_to` (e.g. `models/snapshot`) also publishes the same
     features as the service's snapshot once the scores are written: the nightly job and the
-    API's refresh in one load of the data.
+    API's refresh in one load of the data. `run_id` reuses a run's id: a live CRM sync then
+    resumes, sending only what has not landed (default: a new id).
     """
     # A date the data does not cover fails first, before the target or the models are touched.
     resolve_as_of(dataset, as_of, allow_out_of_range=allow_out_of_range_as_of)
@@ -222,6 +242,7 @@ def run_batch(
         chunk_size=chunk_size,
         progress=progress,
         timings={"features": features_s},
+        run_id=run_id,
     )
     if snapshot_to is not None:
         write_snapshot(snapshot, snapshot_to)
@@ -237,6 +258,7 @@ def score_snapshot(
     chunk_size: int = 50_000,
     progress: Progress | None = None,
     timings: dict[str, float] | None = None,
+    run_id: str | None = None,
 ) -> BatchSummary:
     """Score, rank, explain and write the accounts of a snapshot through `sink`.
 
@@ -284,7 +306,7 @@ def score_snapshot(
         )
     drift_s = time.perf_counter() - clock
 
-    run = RunInfo(str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
+    run = RunInfo(run_id or str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
     summary.cover(snapshot)
     summary.timings = {**(timings or {}), "scores": scores_s, "drift": drift_s}
@@ -306,6 +328,9 @@ def score_snapshot(
         summary.finished_at = datetime.now(UTC)
         sink.abort(summary.record("failed", f"{type(exc).__name__}: {exc}"))
         raise
+    finally:
+        report = getattr(sink, "report", None)  # live syncs: what landed and what did not
+        summary.sync = report.to_dict() if report is not None else None
     return summary
 
 

@@ -20,6 +20,8 @@ A target is one string (`expansion score --to TARGET`):
   (`PATCH /services/data/vXX.X/composite/sobjects`, `{"allOrNone": false, "records": [...]}`,
   at most 200 records per file, each with `attributes.type = Account` and its `id`; with
   `external_id`, an upsert on that field instead), `DIR/fields.json` and `DIR/manifest.json`.
+- `hubspot://`, `salesforce://`, `https://...` (webhook): a live sync, see `serving.crm` and
+  docs/crm-sync.md (not all-or-nothing: what landed stays, the run record lists what did not).
 
 Every sink is all-or-nothing. A database run is one transaction: a crash half-way (even
 SIGKILL) leaves the previous scores and no trace of the run, and readers see the old scores
@@ -191,6 +193,10 @@ def open_target(target: str) -> Sink:
     """The sink for a target string (see the module docstring for the forms)."""
     if target.startswith(("sqlite:", "postgresql:", "postgresql+", "postgres:")):
         return DatabaseSink(target)
+    from serving.crm import is_live_target, open_live_target  # live sync: serving/crm/
+
+    if is_live_target(target):
+        return open_live_target(target)
     if target.startswith("hubspot:"):
         folder, options = _crm_target(target, "hubspot:", {"id_property"})
         return HubSpotSink(folder, id_property=options.get("id_property"))
@@ -202,7 +208,7 @@ def open_target(target: str) -> Sink:
         return FileSink(Path(target))
     raise ValueError(
         f"unknown target {target!r}: use sqlite:///FILE, postgresql://..., FILE.parquet, "
-        "FILE.csv, hubspot:DIR or salesforce:DIR"
+        "FILE.csv, hubspot:DIR, salesforce:DIR, hubspot://, salesforce:// or https://..."
     )
 
 
@@ -275,7 +281,7 @@ runs_table = Table(
     "scoring_runs",
     metadata,
     Column("run_id", String(36), primary_key=True),
-    Column("status", String(16), nullable=False, comment="completed | failed"),
+    Column("status", String(16), nullable=False, comment="completed | partial | failed"),
     Column("as_of", Date, nullable=False),
     Column("propensity_model_version", String(64)),
     Column("post_upsell_model_version", String(64)),
@@ -288,6 +294,7 @@ runs_table = Table(
     Column("drift", JSONType, comment="PSI per feature vs the champion's training sample"),
     Column("timings", JSONType),
     Column("error", Text),
+    Column("crm_sync", JSONType, comment="live CRM/webhook sync: counts and failed records"),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True)),
     # Added after the first release: `create_tables` adds them to older databases.

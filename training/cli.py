@@ -473,7 +473,22 @@ def score(
         typer.Option(
             "--to",
             help="sqlite:///FILE (default models/crm.db), postgresql://..., FILE.parquet|.csv, "
-            "hubspot:DIR or salesforce:DIR.",
+            "hubspot:DIR or salesforce:DIR (request files), or a live sync: hubspot://, "
+            "salesforce://, https://... (signed webhook); see docs/crm-sync.md.",
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Live targets: write the exact requests to models/dry-run/<system>/ and send "
+            "nothing.",
+        ),
+    ] = False,
+    run_id: Annotated[
+        str | None,
+        typer.Option(
+            help="Reuse a run id: a live sync resumes and sends only what has not landed."
         ),
     ] = None,
     as_of: Annotated[
@@ -504,7 +519,11 @@ def score(
         ),
     ] = False,
 ) -> None:
-    """Score every account and write the ranked list with reasons to a database, file or CRM."""
+    """Score every account and write the ranked list with reasons to a database, file or CRM.
+
+    Exit code 3: a live CRM/webhook sync finished but some records did not land (listed in
+    the summary and in scoring_runs.crm_sync); rerun with the same --run-id to resend them.
+    """
     from features.settings import get_settings
     from serving.batch import default_target, run_batch
     from serving.coverage import AsOfOutOfRange, resolve_as_of
@@ -514,6 +533,7 @@ def score(
     if engine not in ("duckdb", "spark"):
         raise _fail(f"--engine must be duckdb or spark, not {engine!r}")
     target = to or default_target(settings)
+    target = _live_target_options(target, dry_run, run_id, settings)
     if engine == "spark":
         if snapshot:
             raise _fail("--snapshot is for the DuckDB engine (run `expansion snapshot` instead)")
@@ -553,16 +573,37 @@ def score(
                 progress=note,
                 snapshot_to=settings.models_dir / "snapshot" if snapshot else None,
                 allow_out_of_range_as_of=allow_out_of_range_as_of,
+                run_id=run_id,
             )
         except (ModelContractError, ValueError) as exc:
             raise _fail(str(exc)) from exc
     console.print(summary.to_table())
+    partial = bool(summary.sync) and summary.sync["status"] == "partial"
     if snapshot:
         console.print(
             f"Snapshot as of {summary.as_of} published to {settings.models_dir / 'snapshot'}"
         )
     if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
         _print_top_from_crm(target, top)
+    if partial:
+        raise typer.Exit(code=PARTIAL_EXIT)
+
+
+PARTIAL_EXIT = 3  # `score`: a live sync left some records unsynced (documented in --help)
+
+
+def _live_target_options(target: str, dry_run: bool, run_id: str | None, settings) -> str:
+    """Check --dry-run / --run-id against the target; a dry run names its folder."""
+    from serving.crm import is_live_target, system_of, with_dry_run
+
+    if run_id is not None and not (1 <= len(run_id) <= 36):
+        raise _fail("--run-id must be 1-36 characters (scoring_runs.run_id)")
+    if not dry_run:
+        return target
+    if not is_live_target(target):
+        raise _fail("--dry-run is for live targets (hubspot://, salesforce://, https://...)")
+    folder = settings.models_dir / "dry-run" / system_of(target)
+    return with_dry_run(target, str(folder))
 
 
 def _score_on_spark(
