@@ -40,8 +40,16 @@ class Snapshot:
 
 
 def default_as_of(dataset: Dataset) -> date:
-    """The day after the last event: 'now' for a dataset exported today."""
+    """The day after the last event: 'now' for a dataset exported today.
+
+    Raises ValueError when there is no (clean) event to date it from, e.g. a header-only table.
+    """
     last = dataset.report.tables["events"].time_max
+    if last is None or pd.isna(last):
+        raise ValueError(
+            f"no events in {dataset.path}: there is no last event to take the as-of date "
+            "from; give an as-of date (--as-of YYYY-MM-DD)"
+        )
     return (pd.Timestamp(last) + pd.Timedelta(days=1)).date()
 
 
