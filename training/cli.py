@@ -343,11 +343,13 @@ def train(
 ) -> None:
     """Fit, evaluate and register both models (new versions get alias `challenger`)."""
     from features.settings import get_settings
+    from serving.registry import check_model_store
     from training.config import TrainingConfig
     from training.labels import NotEnoughData
     from training.pipeline import train_models
 
     cfg = TrainingConfig.from_toml(config)
+    check_model_store(get_settings().resolved_tracking_uri)  # now, not after the training
     ds = _load(data)
     steps = ["propensity model", "post-upsell churn model", "logging to MLflow"]
     try:
@@ -586,7 +588,8 @@ def rank(
     top = attach_reasons(models, snap.features, top, settings.reasons)
     top = with_account_context(top, snap.features, snap.plans)
     if top.empty:  # a filter that matches nothing is an answer, not an error
-        err_console.print(no_match_line(scored, csm_owner, segment, include_suppressed))
+        message = no_match_line(scored, csm_owner, segment, include_suppressed)
+        err_console.print(message, markup=False, highlight=False)
     if output is OutputFormat.table:
         if not top.empty:
             print_ranked(top, title=f"Top {len(top)} accounts as of {snap.as_of}", plans=snap.plans)
