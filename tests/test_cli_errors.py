@@ -30,13 +30,19 @@ SCRIPT = Path(sys.executable).with_name("expansion")
 PROGRAM = [str(SCRIPT)] if SCRIPT.exists() else [sys.executable, "-m", "training.cli"]
 
 
-def expansion(*args: str, models: Path, cwd: Path) -> subprocess.CompletedProcess:
-    """Run `expansion ARGS` with pipes for stdout and stderr (not a terminal), as cron does."""
+def expansion(
+    *args: str, models: Path, cwd: Path, columns: int | None = None
+) -> subprocess.CompletedProcess:
+    """Run `expansion ARGS` with pipes for stdout and stderr (not a terminal), as cron does.
+
+    `columns` sets COLUMNS, as a terminal of that width would."""
     env = {
         k: v
         for k, v in os.environ.items()
         if k not in ("MLFLOW_TRACKING_URI", "EXPANSION_TRACKING_URI", "COLUMNS", "LINES")
     }
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     env["EXPANSION_MODELS_DIR"] = str(models)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     return subprocess.run(
@@ -252,6 +258,19 @@ def test_rank_table_piped_keeps_ids_and_speaks_words(trained, tmp_path, expected
     assert "(+" not in out  # no log-odds in the table
     assert "plan_" not in out  # plan names, not ids
     assert "upgrade to " in out or "add " in out
+
+
+def test_rank_table_on_an_80_column_terminal(trained, tmp_path, expected_rank):
+    """Narrow: name, owner and plan stack under the id; ids and reasons still whole."""
+    models = trained.settings.models_dir
+    done = expansion("rank", "--limit", "5", models=models, cwd=tmp_path, columns=80)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 80
+    assert lines[-1].endswith("┘")  # the table fits: its right border is there
+    assert "…" not in done.stdout
+    for account in expected_rank["account_id"].head(5):
+        assert account in done.stdout
 
 
 def test_compare_formats_for_scripts(trained, tmp_path):

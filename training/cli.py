@@ -711,8 +711,8 @@ def _amount(value: Any) -> str:
     return "" if value is None or value != value else f"{value:,.0f}"
 
 
-# Below this console width the ranked table stacks name and owner under the id, MRR under
-# the plan and the route under the next step, so that the reasons keep room on a terminal.
+# Below this console width the ranked table stacks name, owner, plan and MRR under the id
+# and the route under the next step, so that the reasons keep room on an 80-column terminal.
 WIDE_RANKED_TABLE = 170
 
 
@@ -724,20 +724,21 @@ def print_ranked(top, title: str, plans=None) -> None:
     """
     names = plan_names(plans)
     wide = console.width >= WIDE_RANKED_TABLE
-    has = {k: k in top and top[k].notna().any() for k in ("name", "csm_owner", "plan")}
+    about = [k for k in ("name", "csm_owner", "plan") if k in top and top[k].notna().any()]
     table = Table(title=title, show_lines=True)
     id_width = int(top["account_id"].astype(str).str.len().max()) if len(top) else 7
     table.add_column("#", justify="right")
     table.add_column("account", min_width=id_width, overflow="fold")
     if wide:
-        for key, label in (("name", "name"), ("csm_owner", "owner"), ("plan", "plan")):
-            if has[key]:
-                table.add_column(label)
+        for key in about:
+            table.add_column({"csm_owner": "owner"}.get(key, key))
         table.add_column("MRR", justify="right")
-    else:
-        table.add_column("plan, MRR/mo" if has["plan"] else "MRR/mo")
-    probabilities = ("p(expand)", "p(churn after)", "net value/mo")
-    for col in probabilities if wide else ("p(exp)", "p(churn)", "net/mo"):
+    numbers = (
+        ("p(expand)", "p(churn after)", "net value/mo")
+        if wide
+        else ("p(exp)", "p(churn)", "net/mo")
+    )
+    for col in numbers:
         table.add_column(col, justify="right")
     table.add_column("next step")
     if wide:
@@ -747,23 +748,22 @@ def print_ranked(top, title: str, plans=None) -> None:
         why = reason_words(r.get("reasons")) or list(r.get("triggers") or [])
         if r.get("suppressed"):
             why = [f"suppressed: {r.get('suppression_reason')}", *why]
-        account = [str(r["account_id"])]
-        about = [
-            str(r[k]) if isinstance(r[k], str) else "" for k in ("name", "csm_owner") if has[k]
-        ]
-        plan = [str(r["plan"]) if isinstance(r["plan"], str) else ""] if has["plan"] else []
+        known = [str(r[k]) if isinstance(r[k], str) else "" for k in about]
+        mrr = _amount(r.get("mrr"))
         step = step_words(r["next_step"], names)
         if wide:
-            cells = [*account, *about, *plan, _amount(r.get("mrr"))]
+            account = [str(r["account_id"]), *known, mrr]
+            action = [step, str(r["route"])]
         else:
-            cells = ["\n".join(account + about), "\n".join([*plan, _amount(r.get("mrr"))])]
+            account = ["\n".join([str(r["account_id"]), *known, f"{mrr}/mo" if mrr else ""])]
+            action = [f"{step}\n({r['route']})"]
         row = [
             str(r["rank"]),
-            *cells,
+            *account,
             _percent(r["p_expand"]),
             _percent(r["p_post_upsell_churn"]),
             _amount(r["expected_net_value"]),
-            *([step, str(r["route"])] if wide else [f"{step}\n({r['route']})"]),
+            *action,
             "\n".join(why),
         ]
         table.add_row(*map(escape, row))  # data, not markup: "[reports]" must stay
