@@ -6,7 +6,10 @@ model whose recorded feature list differs from the one this code computes, print
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -21,10 +24,57 @@ class ModelContractError(RuntimeError):
     """A registered model does not match the features this code builds."""
 
 
+class ModelStoreError(RuntimeError):
+    """The MLflow store cannot be used as it is (an empty or unreadable SQLite file)."""
+
+
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def check_model_store(uri: str) -> None:
+    """Refuse a local SQLite store that is empty or not a database, before MLflow opens it.
+
+    MLflow would silently turn a 0-byte file (a failed copy, a full disk) into a new, empty
+    store, and answers an unreadable one with SQL errors deep in SQLAlchemy. A missing file is
+    fine: that is a new store. Only the header and the schema are read (cheap, no write lock).
+    """
+    if not uri.startswith("sqlite:///"):
+        return
+    path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+    if not path.is_file():
+        return
+    if path.stat().st_size == 0:
+        raise ModelStoreError(
+            f"the MLflow store {path} is empty (0 bytes), not a database: restore it from a "
+            "backup, or delete it to start a new store"
+        )
+    with path.open("rb") as file:
+        header = file.read(len(SQLITE_HEADER))
+    problem = None if header == SQLITE_HEADER else "not an SQLite database"
+    if problem is None:
+        try:
+            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)) as con:
+                con.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.OperationalError as exc:  # locked by a writer: not a sign of damage
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                problem = str(exc)
+        except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+            problem = str(exc)
+    if problem:
+        raise ModelStoreError(
+            f"the MLflow store {path} is unreadable ({problem}): restore it from a backup, "
+            "or move it away to start a new store"
+        )
+
+
 def configure_mlflow(settings: Settings) -> None:
-    """Point MLflow at the configured store (the embedded SQLite one by default)."""
+    """Point MLflow at the configured store (the embedded SQLite one by default).
+
+    Raises `ModelStoreError` for an empty or unreadable SQLite store.
+    """
     if settings.tracking_uri is None:
         settings.models_dir.mkdir(parents=True, exist_ok=True)
+    check_model_store(settings.resolved_tracking_uri)
     mlflow.set_tracking_uri(settings.resolved_tracking_uri)
     mlflow.set_registry_uri(settings.resolved_tracking_uri)
 

@@ -387,6 +387,8 @@ def attach_reasons(
     models: Models, frame: pd.DataFrame, scored: pd.DataFrame, top: int
 ) -> pd.DataFrame:
     """Add `reasons`, `reasons_text` and `base_value` for exactly the rows of `scored`."""
+    if scored.empty:  # a filter that matched nothing: no rows to explain (LightGBM needs one)
+        return scored.assign(reasons=[], reasons_text=[], base_value=[])
     rows = frame.loc[scored["account_id"]]
     records, base = explain(models.propensity, rows, top=top)
     unscored = scored["p_expand"].isna().to_numpy()  # canceled: no score, so no reasons

@@ -7,14 +7,20 @@ The CLI lives in `training/` because it is the one place allowed to reach every 
 
 from __future__ import annotations
 
+import json
+import math
+import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -24,17 +30,113 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from typer.core import TyperGroup
+
+# Width for stdout when it is a pipe, a file or cron's mail rather than a terminal: Rich would
+# otherwise lay tables out in 80 columns and cut ids and numbers to "acct_00…".
+PIPED_WIDTH = 1000
+
+
+def _stdout_console() -> Console:
+    """Rich's console for stdout: the terminal's width, or wide when piped (unless COLUMNS)."""
+    terminal = Console()
+    if terminal.is_terminal or os.environ.get("COLUMNS"):
+        return terminal
+    return Console(width=PIPED_WIDTH)
+
+
+console = _stdout_console()
+# soft_wrap: a message is one line on stderr whatever the width, for logs and for scripts.
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def _print_error(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}")
+
+
+class OneLineErrors(TyperGroup):
+    """Usage mistakes and known operational errors as one `error:` line on stderr.
+
+    Click answers a bad option with a usage banner and a boxed panel; a damaged model store
+    surfaces deep inside MLflow as a traceback. Both are ordinary mistakes: say what is wrong
+    in one line and exit 2. Anything else is a bug and keeps its traceback.
+    """
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:  # click's usage errors (bad option value, ...)
+            if type(exc).__name__ == "NoArgsIsHelpError":  # `expansion` alone: help printed
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+            _print_error(exc.format_message() + hint)
+            sys.exit(getattr(exc, "exit_code", 2))
+        except typer.Abort:
+            _print_error("aborted")
+            sys.exit(1)
+        except Exception as exc:
+            if not _is_known_error(exc):
+                raise
+            _print_error(str(exc))
+            sys.exit(2)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+def _is_known_error(exc: BaseException) -> bool:
+    """An error with a complete message for the user (no traceback needed)."""
+    # Only a loaded serving.registry can have raised its error; importing it here would load
+    # MLflow just to re-raise a bug.
+    registry = sys.modules.get("serving.registry")
+    return registry is not None and isinstance(exc, registry.ModelStoreError)
+
 
 app = typer.Typer(
     name="expansion",
+    cls=OneLineErrors,
     help="Rank B2B SaaS accounts for upsell: which to pitch now, why, and whether it will stick.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
     add_completion=False,
 )
-console = Console()
-err_console = Console(stderr=True)
+
+
+class OutputFormat(StrEnum):
+    """How a command prints its rows: a table for people, csv or json for scripts."""
+
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class RankSort(StrEnum):
+    """What `rank` orders accounts by."""
+
+    net_value = "net_value"
+    propensity = "propensity"
+
+
+FormatOption = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        help="table (for people), or csv / json on stdout (for scripts: every column, "
+        "full precision).",
+    ),
+]
+
+
+def parse_day(value: str) -> date:
+    """A YYYY-MM-DD option value as a date; anything else is a usage error naming the value."""
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a date: use YYYY-MM-DD") from None
+
 
 DataDir = Annotated[
     Path,
@@ -68,12 +170,13 @@ def progress_bar(description: str) -> Iterator[Progress]:
         TimeRemainingColumn(),
         console=err_console,
         transient=False,
+        disable=not err_console.is_terminal,  # a log or a pipe gets results, not bar frames
     ) as progress:
         yield progress
 
 
 def _fail(message: str) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {message}", soft_wrap=True)  # one line, any width
+    _print_error(message)
     return typer.Exit(code=2)
 
 
@@ -159,9 +262,10 @@ def features(
     data: DataDir,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output file (.parquet or .csv).")],
     as_of: Annotated[
-        list[str] | None,
+        list[date] | None,
         typer.Option(
             "--as-of",
+            parser=parse_day,
             help="As-of date (YYYY-MM-DD); repeat for several. "
             "Default: the day after the last event.",
         ),
@@ -256,11 +360,13 @@ def train(
 ) -> None:
     """Fit, evaluate and register both models (new versions get alias `challenger`)."""
     from features.settings import get_settings
+    from serving.registry import check_model_store
     from training.config import TrainingConfig
     from training.labels import NotEnoughData
     from training.pipeline import train_models
 
     cfg = TrainingConfig.from_toml(config)
+    check_model_store(get_settings().resolved_tracking_uri)  # now, not after the training
     ds = _load(data)
     steps = ["propensity model", "post-upsell churn model", "logging to MLflow"]
     try:
@@ -330,12 +436,18 @@ def promote(
 def compare(
     limit: Annotated[int, typer.Option(help="How many recent runs.")] = 10,
     model: Annotated[str | None, typer.Option(help="Only runs of this model.")] = None,
+    output: FormatOption = OutputFormat.table,
 ) -> None:
     """Recent training runs side by side, metrics as columns (from MLflow)."""
     from features.settings import get_settings
     from training.tracking import compare_runs
 
     runs = compare_runs(get_settings(), limit=limit, model_name=model)
+    if output is not OutputFormat.table:
+        if runs.empty:
+            err_console.print("No runs yet: run `expansion train --data DIR`.")
+        write_rows(runs_for_scripts(runs), output)
+        return
     if runs.empty:
         console.print("No runs yet: run `expansion train --data DIR`.")
         return
@@ -368,12 +480,79 @@ def compare(
     console.print(table)
 
 
+def runs_for_scripts(runs) -> list[dict[str, Any]]:
+    """`compare` rows for csv/json: full run ids, ISO start times and every logged metric."""
+    metrics = sorted(c for c in runs.columns if c.startswith("metrics."))
+    return [
+        {
+            "run_id": r["run_id"],
+            "model": r.get("tags.model_name"),
+            "version": r["version"],
+            "aliases": r["aliases"],
+            "started": r["start_time"],  # a Timestamp: ISO 8601 in csv and json
+            **{m.removeprefix("metrics."): r[m] for m in metrics},
+        }
+        for _, r in runs.iterrows()
+    ]
+
+
+def _plain(value: Any) -> Any:
+    """A cell as JSON-ready Python: numpy scalars unwrapped, NaN/NaT/NA as None, times as ISO."""
+    import numpy as np
+    import pandas as pd
+
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | np.ndarray):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.datetime64):
+        value = pd.Timestamp(value)
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, date):  # datetime and pd.Timestamp too
+        return value.isoformat()
+    return value
+
+
+def write_rows(
+    rows: list[dict[str, Any]], output: OutputFormat, columns: list[str] | None = None
+) -> None:
+    """Rows on stdout for scripts: csv (lists joined with "; ") or a json array.
+
+    Written with the standard library, not Rich: nothing is wrapped, cut or styled, and floats
+    keep every digit (Python's shortest repr that reads back to the same number). `columns`
+    gives the csv header when there may be no rows.
+    """
+    import csv
+
+    rows = [_plain(r) for r in rows]
+    if output is OutputFormat.json:
+        json.dump(rows, sys.stdout, indent=1, allow_nan=False)
+        sys.stdout.write("\n")
+        return
+    columns = columns or list(dict.fromkeys(k for r in rows for k in r))
+    if not columns:
+        return
+    writer = csv.DictWriter(sys.stdout, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(
+            {k: "; ".join(map(str, v)) if isinstance(v, list) else v for k, v in r.items()}
+        )
+
+
 @app.command()
 def snapshot(
     data: DataDir,
     as_of: Annotated[
-        str | None,
-        typer.Option(help="As-of date (default: the day after the last clean event)."),
+        date | None,
+        typer.Option(
+            parser=parse_day, help="As-of date (default: the day after the last clean event)."
+        ),
     ] = None,
     allow_out_of_range_as_of: AllowOutOfRange = False,
 ) -> None:
@@ -406,8 +585,11 @@ def rank(
     limit: Annotated[int, typer.Option(help="How many accounts.", min=1)] = 10,
     csm_owner: Annotated[str | None, typer.Option(help="Only this CSM's accounts.")] = None,
     segment: Annotated[str | None, typer.Option(help="Only this segment.")] = None,
-    sort: Annotated[str, typer.Option(help="net_value or propensity.")] = "net_value",
+    sort: Annotated[
+        RankSort, typer.Option(help="Expected net value per month, or propensity.")
+    ] = RankSort.net_value,
     include_suppressed: Annotated[bool, typer.Option(help="Show suppressed accounts too.")] = False,
+    output: FormatOption = OutputFormat.table,
 ) -> None:
     """Print the accounts to pitch now, from the latest snapshot, with their reasons."""
     from features.settings import get_settings
@@ -427,41 +609,194 @@ def rank(
     scored = score_frame(models, snap.features, snap.plans, settings)
     top = rank_accounts(
         scored,
-        sort=sort,
+        sort=sort.value,
         include_suppressed=include_suppressed,
         csm_owner=csm_owner,
         segment=segment,
         limit=limit,
     )
     top = attach_reasons(models, snap.features, top, settings.reasons)
-    print_ranked(top, title=f"Top {len(top)} accounts as of {snap.as_of}")
+    top = with_account_context(top, snap.features, snap.plans)
+    if top.empty:  # a filter that matches nothing is an answer, not an error
+        message = no_match_line(scored, csm_owner, segment, include_suppressed)
+        err_console.print(message, markup=False, highlight=False)
+    if output is OutputFormat.table:
+        if not top.empty:
+            print_ranked(top, title=f"Top {len(top)} accounts as of {snap.as_of}", plans=snap.plans)
+        return
+    write_rows(ranked_for_scripts(top, output), output, columns=RANKED_COLUMNS)
 
 
-def print_ranked(top, title: str) -> None:
-    """A ranked list with the numbers a CSM acts on and the reasons in plain language."""
-    table = Table(title=title, show_lines=True)
-    for col, justify in (
-        ("#", "right"),
-        ("account", "left"),
-        ("p(expand)", "right"),
-        ("p(churn after)", "right"),
-        ("net value/mo", "right"),
-        ("next step", "left"),
-        ("route", "left"),
-        ("why", "left"),
+def no_match_line(scored, csm_owner: str | None, segment: str | None, suppressed: bool) -> str:
+    """Why `rank` found nothing, with the values that do exist when a filter names none."""
+    filters, hints = [], []
+    for option, value, column in (
+        ("--segment", segment, "segment"),
+        ("--csm-owner", csm_owner, "csm_owner"),
     ):
-        table.add_column(col, justify=justify)
+        if value is None:
+            continue
+        filters.append(f"{option} {value!r}")
+        known = sorted(scored[column].dropna().astype(str).unique())
+        if value not in known:
+            shown = ", ".join(known[:8]) + (", ..." if len(known) > 8 else "")
+            hints.append(f"{option.removeprefix('--')} values: {shown}")
+    if not hints and not suppressed:
+        hints.append("suppressed accounts are left out: add --include-suppressed to see them")
+    where = f" {' '.join(filters)}" if filters else ""
+    return f"0 accounts match{where}" + (f" ({'; '.join(hints)})" if hints else "")
+
+
+# `rank --format csv|json` columns, in order (json adds `reasons` records and `base_value`).
+RANKED_COLUMNS = [
+    "rank",
+    "account_id",
+    "name",
+    "csm_owner",
+    "segment",
+    "plan_id",
+    "plan",
+    "mrr",
+    "p_expand",
+    "p_post_upsell_churn",
+    "expected_uplift_mrr",
+    "expected_net_value",
+    "next_step",
+    "route",
+    "suppressed",
+    "suppression_reason",
+    "triggers",
+    "reasons",
+    "as_of",
+]
+
+
+def with_account_context(top, context, plans):
+    """Add what a CSM recognises an account by: its name, owner and current plan's name.
+
+    `context` is indexed by account_id with the snapshot's `ctx_` columns (name, plan id,
+    owner); `plans` is the price list, whose `name` labels plan ids (the id when it has none).
+    """
+    ctx = context.reindex(top["account_id"].astype(str))
+
+    def column(name: str) -> Any:
+        return ctx[name].to_numpy() if name in ctx else None
+
+    names = plan_names(plans)
+    out = top.assign(name=column("ctx_name"), plan_id=column("ctx_plan_id"))
+    out["plan"] = [names.get(p, p) if isinstance(p, str) else None for p in out["plan_id"]]
+    if "csm_owner" not in out:
+        out["csm_owner"] = column("ctx_csm_owner")
+    return out
+
+
+def plan_names(plans) -> dict[str, str]:
+    """plan_id -> the plan's name from the price list (plans without a name keep their id)."""
+    if plans is None or "name" not in plans:
+        return {}
+    return {str(p): n for p, n in zip(plans["plan_id"], plans["name"], strict=True) if n and n == n}
+
+
+def step_words(step: Any, names: dict[str, str]) -> str:
+    """The next step with plan names: "upgrade to Enterprise" rather than its plan id."""
+    if not isinstance(step, str):
+        return ""
+    prefix = "upgrade to "
+    if not step.startswith(prefix):
+        return step
+    plan = step.removeprefix(prefix)
+    return prefix + names.get(plan, plan)
+
+
+def reason_words(records: Any) -> list[str]:
+    """Reasons as a CSM reads them ("Seat utilization 93%"), without the log-odds numbers."""
+    from serving.scoring import describe
+
+    return [describe(r["feature"], r.get("value")) for r in records or []]
+
+
+def ranked_for_scripts(top, output: OutputFormat) -> list[dict[str, Any]]:
+    """Ranked rows for csv/json: csv has reasons in words, json the records with contributions."""
+    rows = []
     for _, r in top.iterrows():
-        table.add_row(
+        row = {c: r.get(c) for c in RANKED_COLUMNS}
+        row["triggers"] = list(r["triggers"]) if r.get("triggers") is not None else []
+        words = reason_words(r.get("reasons"))
+        if output is OutputFormat.json:
+            row["reasons"] = [
+                {**rec, "text": text} for rec, text in zip(r["reasons"] or [], words, strict=True)
+            ]
+            row["base_value"] = r.get("base_value")
+        else:
+            row["reasons"] = words
+        rows.append(row)
+    return rows
+
+
+def _percent(value: Any) -> str:
+    return "" if value is None or value != value else f"{value:.1%}"
+
+
+def _amount(value: Any) -> str:
+    return "" if value is None or value != value else f"{value:,.0f}"
+
+
+# Below this console width the ranked table stacks name, owner, plan and MRR under the id
+# and the route under the next step, so that the reasons keep room on an 80-column terminal.
+WIDE_RANKED_TABLE = 170
+
+
+def print_ranked(top, title: str, plans=None) -> None:
+    """A ranked list with the numbers a CSM acts on and the reasons in plain language.
+
+    Account ids are never cut: their column is as wide as the longest id and folds rather
+    than truncates. Name, owner and plan appear when the frame has them.
+    """
+    names = plan_names(plans)
+    wide = console.width >= WIDE_RANKED_TABLE
+    about = [k for k in ("name", "csm_owner", "plan") if k in top and top[k].notna().any()]
+    table = Table(title=title, show_lines=True)
+    id_width = int(top["account_id"].astype(str).str.len().max()) if len(top) else 7
+    table.add_column("#", justify="right")
+    table.add_column("account", min_width=id_width, overflow="fold")
+    if wide:
+        for key in about:
+            table.add_column({"csm_owner": "owner"}.get(key, key))
+        table.add_column("MRR", justify="right")
+    numbers = (
+        ("p(expand)", "p(churn after)", "net value/mo")
+        if wide
+        else ("p(exp)", "p(churn)", "net/mo")
+    )
+    for col in numbers:
+        table.add_column(col, justify="right")
+    table.add_column("next step")
+    if wide:
+        table.add_column("route")
+    table.add_column("why")
+    for _, r in top.iterrows():
+        why = reason_words(r.get("reasons")) or list(r.get("triggers") or [])
+        if r.get("suppressed"):
+            why = [f"suppressed: {r.get('suppression_reason')}", *why]
+        known = [str(r[k]) if isinstance(r[k], str) else "" for k in about]
+        mrr = _amount(r.get("mrr"))
+        step = step_words(r["next_step"], names)
+        if wide:
+            account = [str(r["account_id"]), *known, mrr]
+            action = [step, str(r["route"])]
+        else:
+            account = ["\n".join([str(r["account_id"]), *known, f"{mrr}/mo" if mrr else ""])]
+            action = [f"{step}\n({r['route']})"]
+        row = [
             str(r["rank"]),
-            str(r["account_id"]),
-            f"{r['p_expand']:.1%}",
-            f"{r['p_post_upsell_churn']:.1%}",
-            f"{r['expected_net_value']:,.0f}",
-            str(r["next_step"]),
-            str(r["route"]),
-            "\n".join(x["text"] for x in r["reasons"]) or ", ".join(r["triggers"]),
-        )
+            *account,
+            _percent(r["p_expand"]),
+            _percent(r["p_post_upsell_churn"]),
+            _amount(r["expected_net_value"]),
+            *action,
+            "\n".join(why),
+        ]
+        table.add_row(*map(escape, row))  # data, not markup: "[reports]" must stay
     console.print(table)
 
 
@@ -492,8 +827,10 @@ def score(
         ),
     ] = None,
     as_of: Annotated[
-        str | None,
-        typer.Option(help="As-of date (default: the day after the last clean event)."),
+        date | None,
+        typer.Option(
+            parser=parse_day, help="As-of date (default: the day after the last clean event)."
+        ),
     ] = None,
     allow_out_of_range_as_of: AllowOutOfRange = False,
     chunk_size: Annotated[
@@ -584,7 +921,7 @@ def score(
             f"Snapshot as of {summary.as_of} published to {settings.models_dir / 'snapshot'}"
         )
     if top and target.startswith(("sqlite:", "postgresql:", "postgres:")):
-        _print_top_from_crm(target, top)
+        _print_top_from_crm(target, top, ds, summary.as_of)
     if partial:
         raise typer.Exit(code=PARTIAL_EXIT)
 
@@ -631,8 +968,12 @@ def _score_on_spark(
     console.print(f"Scores as Parquet in {result.path}")
 
 
-def _print_top_from_crm(target: str, limit: int) -> None:
-    """Read back the top accounts from the CRM table, as a CSM tool would."""
+def _print_top_from_crm(target: str, limit: int, dataset=None, as_of: date | None = None) -> None:
+    """Read back the top accounts from the CRM table, as a CSM tool would.
+
+    The CRM rows carry ids; with the dataset, the table also names each account, its owner
+    and its plan as of the run.
+    """
     import json
 
     import pandas as pd
@@ -653,7 +994,14 @@ def _print_top_from_crm(target: str, limit: int) -> None:
     engine.dispose()
     for col in ("reasons", "triggers"):  # JSON columns come back as text from SQLite
         top[col] = top[col].map(lambda v: json.loads(v) if isinstance(v, str) else v)
-    print_ranked(top, title=f"Top {len(top)} accounts in {target}")
+    plans = None
+    if dataset is not None and as_of is not None:
+        from serving.snapshot import context_frame
+
+        plans = dataset.frame("plans")
+        context = context_frame(dataset, as_of).set_index("account_id")
+        top = with_account_context(top, context, plans)
+    print_ranked(top, title=f"Top {len(top)} accounts in {target}", plans=plans)
 
 
 @app.command()
@@ -680,10 +1028,12 @@ def report(
         "report.html"
     ),
     from_: Annotated[
-        str | None, typer.Option("--from", help="First day (YYYY-MM-DD), inclusive.")
+        date | None,
+        typer.Option("--from", parser=parse_day, help="First day (YYYY-MM-DD), inclusive."),
     ] = None,
     to: Annotated[
-        str | None, typer.Option("--to", help="Last day (YYYY-MM-DD), inclusive.")
+        date | None,
+        typer.Option("--to", parser=parse_day, help="Last day (YYYY-MM-DD), inclusive."),
     ] = None,
 ) -> None:
     """Write the upsell analytics report: one self-contained HTML file (plus model cards)."""
@@ -691,13 +1041,17 @@ def report(
     from datetime import timedelta
 
     from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
+    from serving.registry import check_model_store
     from training.report import model_card_from_mlflow, render_report
 
+    if from_ and to and from_ > to:
+        raise _fail(f"--from {from_} is after --to {to}")
+    uri = get_settings().resolved_tracking_uri
+    check_model_store(uri)  # the model cards read it: refuse a damaged store in one line
     ds = _load(data)
-    start = date.fromisoformat(from_) if from_ else None
-    end = date.fromisoformat(to) + timedelta(days=1) if to else None  # the report's end is open
+    start = from_
+    end = to + timedelta(days=1) if to else None  # the report's end is open
     with tempfile.TemporaryDirectory() as tmp, console.status("rendering the report"):
-        uri = get_settings().resolved_tracking_uri
         cards = [
             card
             for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
