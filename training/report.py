@@ -1177,9 +1177,17 @@ def _model_card(card: dict[str, Any]) -> str:
         missing = f'<p class="note">Image not found: {html.escape(str(path))}</p>'
         figures.append(f"<h4>{html.escape(title)}</h4>" + (_img(uri, title) if uri else missing))
     no_metrics = '<p class="note">No metrics given.</p>'
+    source = str(card.get("model_source") or "")
+    rules = (
+        f'<p class="note"><strong>Scores come from the rule baseline, not this model:</strong> '
+        f"{html.escape(source)}</p>"
+        if source.startswith("baseline")
+        else ""
+    )
     return "\n".join(
         [
             f"<h3>{name}, version {version}</h3>",
+            rules,
             _metrics_table(details) if details else "",
             "<h4>Metrics</h4>",
             _metrics_table(metrics) if metrics else no_metrics,
@@ -1215,12 +1223,18 @@ def model_card_from_mlflow(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from serving.registry import model_source_in
+
     # The registry lives in the same store (as `serving.registry.configure_mlflow` sets it).
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    source = model_source_in(client, model_name) if alias == "champion" else None
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:
-        return None
+        if source is None or source.rates_version is None:
+            return None
+        # No champion: the scores come from the rule baseline, and the report says so.
+        return {"name": model_name, "version": "baseline", "model_source": source.describe()}
     run = client.get_run(version.run_id)
     tags = run.data.tags
     card: dict[str, Any] = {
@@ -1231,12 +1245,18 @@ def model_card_from_mlflow(
         **{k: tags[k] for k in RUN_TAGS if tags.get(k)},
         "metrics": dict(sorted(run.data.metrics.items())),
     }
+    if source is not None:
+        card["model_source"] = source.describe()
+    # Every model logs its plots under the same file names: each card downloads into its own
+    # folder, or the second card's plots would overwrite the first's.
+    folder = Path(image_dir) / f"{model_name}-v{version.version}"
+    folder.mkdir(parents=True, exist_ok=True)
     for key, file in PLOT_FILES.items():
         try:
             card[key] = mlflow.artifacts.download_artifacts(
                 run_id=run.info.run_id,
                 artifact_path=f"plots/{file}",
-                dst_path=str(image_dir),
+                dst_path=str(folder),
                 tracking_uri=tracking_uri,
             )
         except (MlflowException, OSError):  # this run did not log that plot
