@@ -4,7 +4,12 @@
   sigmoid, whichever has the lower out-of-fold Brier score on validation).
 - Post-upsell churn: LightGBM on the expansion rows with strong regularization, or a logistic
   regression when positives are too few (recorded in the run).
-- Baselines on the same test rows: the rule-based PQL score and a logistic regression.
+- Baselines on the same test rows: the rule-based PQL score (health rules for post-upsell
+  churn) and a logistic regression.
+- What promote's quality floor reads: test rows and positives, a seeded bootstrap interval of
+  the test ROC-AUC, the rules' ROC-AUC on the same rows; and what serving needs to stand in
+  with the rule baseline (the positive rate per rule score), to bound probabilities (the
+  calibration row count) and to flag extrapolation (each feature's training range).
 """
 
 from __future__ import annotations
