@@ -7,7 +7,8 @@ model whose recorded feature list differs from the one this code computes, print
 (version tag `quality_floor`: passed, failed or forced). `model_source` reads it: a champion
 that passed is served; with no champion, or one below the floor (failed, or promoted with
 `--force`), the scoring core serves the rule baseline instead (`serving.baseline`). A champion
-promoted before floors existed (no tag) is served, and its source says the floor is unchecked.
+without a verdict (promoted before floors existed, or the alias set by hand) is served, and its
+source says no verdict is recorded.
 """
 
 from __future__ import annotations
@@ -111,7 +112,12 @@ def model_source_in(client: MlflowClient, name: str) -> ModelSource:
         verdict = champion.tags.get(FLOOR_TAG)
         version = str(champion.version)
         if verdict in (None, "passed"):
-            note = "" if verdict else "quality floor unchecked: promoted before floors existed"
+            note = (
+                ""
+                if verdict
+                else "no quality-floor verdict recorded: promoted before floors existed, or the "
+                "alias was set by hand"
+            )
             return ModelSource(name, True, version, None, note)
         failures = champion.tags.get(FLOOR_FAILURES_TAG, "")
         why = f"champion v{version} is below the quality floor ({verdict}: {failures})"
