@@ -41,7 +41,9 @@ class Reason(BaseModel):
         description="The account's value of the feature (null when unknown).", examples=[1.06]
     )
     contribution: float = Field(
-        description="Contribution to the raw score (log-odds); positive pushes it up.",
+        description="Contribution to the raw score (log-odds; rule points for a rule baseline); "
+        "positive pushes it up. 0 on a record flagging a value far outside the range the model "
+        "saw in training.",
         examples=[0.24],
     )
     text: str = Field(

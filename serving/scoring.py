@@ -7,6 +7,11 @@ triggers that fired, a route (CSM or automated), suppression with its reason, an
 reasons: TreeSHAP contributions of the propensity model on the log-odds scale, as records
 `{feature, value, contribution, text}`. Explanations cost 100-200x a score, so they are
 computed only for the rows a caller returns.
+
+Where a model has no champion that clears the quality floor, its rule baseline
+(`serving.baseline`) scores instead: the PQL rules for `p_expand`, the health rules for
+`p_post_upsell_churn`; its contributions are rule points (one per rule that fired), not
+log-odds, and `Models.model_source` says which scorer ran and why.
 """
 
 from __future__ import annotations
@@ -85,9 +90,9 @@ class Models:
             pinned = alias != "champion" or name in versions
             source = None if pinned else model_source(settings, name)
             if source is None or source.use_model:
-                model, info = load_scoring_model(
-                    settings, name, alias=alias, version=versions.get(name)
-                )
+                # the version `model_source` judged, even if the alias moved since
+                version = versions.get(name) or (source.version if source else None)
+                model, info = load_scoring_model(settings, name, alias=alias, version=version)
                 check_feature_contract(model, expected_features)
             else:
                 if source.rates_version is None:

@@ -233,5 +233,9 @@ def test_the_report_says_when_the_rule_baseline_scores(trained, tmp_path):
     uri = trained.settings.resolved_tracking_uri
     card = model_card_from_mlflow(POST_UPSELL_MODEL, tmp_path, tracking_uri=uri)
     assert card is not None and card["model_source"].startswith("baseline (health rules")
+    # the refused version's own numbers and plots, to show why it is not scoring
+    assert card["version"] == trained.result.versions[POST_UPSELL_MODEL]
+    assert card["metrics"]["test_roc_auc"] == trained.result.post_upsell.metrics["test_roc_auc"]
+    assert Path(card["calibration_curve"]).is_file()
     text = _model_card_section([card])
     assert "Scores come from the rule baseline, not this model" in text

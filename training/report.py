@@ -1213,8 +1213,11 @@ def model_card_from_mlflow(
     """A model card for the registered version behind `alias`, from its MLflow run.
 
     Metrics and tags come from the run; the calibration curve, gains chart and SHAP summary that
-    training logs under `plots/` are downloaded into `image_dir`. None when no version has the
-    alias, or when `tracking_uri` names a SQLite store that does not exist yet.
+    training logs under `plots/` are downloaded into a folder of `image_dir` of its own. With the
+    `champion` alias the card says where the scores come from (`model_source`): without a
+    champion that cleared the quality floor, the rule baseline scores, and the card shows the
+    newest version, the one promote refused. None when no version has the alias (no version at
+    all, for `champion`), or when `tracking_uri` names a SQLite store that does not exist yet.
     """
     sqlite = tracking_uri.removeprefix("sqlite:///") if tracking_uri else None
     if sqlite is not None and sqlite != tracking_uri and not Path(sqlite).exists():
@@ -1233,8 +1236,10 @@ def model_card_from_mlflow(
     except MlflowException:
         if source is None or source.rates_version is None:
             return None
-        # No champion: the scores come from the rule baseline, and the report says so.
-        return {"name": model_name, "version": "baseline", "model_source": source.describe()}
+        # No champion: the rule baseline scores, and the card of the newest version (the one
+        # promote refused) says so, with the numbers that kept it out.
+        version = client.get_model_version(model_name, source.rates_version)
+        alias = "none (no version has cleared the quality floor)"
     run = client.get_run(version.run_id)
     tags = run.data.tags
     card: dict[str, Any] = {
