@@ -28,7 +28,9 @@ demo: setup ## Simulate, validate, train, promote, then score into the embedded 
 	$(BIN)/expansion simulate --accounts $(DEMO_ACCOUNTS) --months $(DEMO_MONTHS) --seed 42 --out $(DEMO_DIR)
 	$(BIN)/expansion validate $(DEMO_DIR)
 	$(BIN)/expansion train --data $(DEMO_DIR)
-	$(BIN)/expansion promote
+	@# promote exits 2 when it refuses a model below the quality floor (it prints why, one line
+	@# per criterion); the demo goes on, and scoring uses that model's rule baseline instead.
+	$(BIN)/expansion promote || [ $$? -eq 2 ]
 	$(BIN)/expansion snapshot --data $(DEMO_DIR)
 	$(BIN)/expansion score --data $(DEMO_DIR) --to sqlite:///models/crm.db --top 10
 

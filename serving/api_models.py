@@ -41,7 +41,9 @@ class Reason(BaseModel):
         description="The account's value of the feature (null when unknown).", examples=[1.06]
     )
     contribution: float = Field(
-        description="Contribution to the raw score (log-odds); positive pushes it up.",
+        description="Contribution to the raw score (log-odds; rule points for a rule baseline); "
+        "positive pushes it up. 0 on a record flagging a value far outside the range the model "
+        "saw in training.",
         examples=[0.24],
     )
     text: str = Field(
@@ -257,7 +259,7 @@ class ModelDescription(BaseModel):
     version: str = Field(description="Registered model version being served.")
     aliases: list[str] = Field(description="Aliases of that version (e.g. champion).")
     run_id: str = Field(description="MLflow run that trained it.")
-    kind: str = Field(description="lightgbm or logistic.")
+    kind: str = Field(description="lightgbm, logistic, or rules (the rule baseline).")
     calibration: str = Field(description="isotonic, sigmoid or none.")
     feature_set_version: str = Field(description="Version of the feature definitions.")
     features: list[str] = Field(description="Input features, in model order.")
@@ -269,6 +271,12 @@ class ModelDescription(BaseModel):
     notes: list[str] = Field(description="Caveats recorded at training time.")
     metrics: dict[str, float] = Field(
         description="Test metrics (roc_auc, pr_auc, lift and precision at k, brier, ...)."
+    )
+    model_source: str = Field(
+        description="`model vN` when the registered champion scores; `baseline (rules; why)` "
+        "when no champion clears the quality floor and the documented rule baseline scores "
+        "instead (the PQL rules for propensity, the health rules for post-upsell churn).",
+        examples=["model v3"],
     )
 
 

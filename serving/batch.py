@@ -75,6 +75,9 @@ class BatchSummary:
     # Accounts of `accounts` not scored, and why: [{"account_id", "reason"}].
     unscored: list[dict[str, str]] = field(default_factory=list)
     sync: dict[str, Any] | None = None  # a live CRM/webhook sync's report (serving.crm)
+    # `model v3` or `baseline (rules; why)` per model: where no champion clears the quality
+    # floor the rule baseline scores, and every run says so.
+    model_source: str = ""
 
     @property
     def seconds(self) -> float:
@@ -110,6 +113,7 @@ class BatchSummary:
             "as_of_reason": self.as_of_reason,
             "propensity_model_version": self.model_versions.get(PROPENSITY_MODEL),
             "post_upsell_model_version": self.model_versions.get(POST_UPSELL_MODEL),
+            "model_source": self.model_source,
             "dataset": self.dataset,
             "target": self.target,
             "accounts": self.accounts,
@@ -134,10 +138,13 @@ class BatchSummary:
         table = Table(title=f"Scoring run {self.run_id} (as of {self.as_of})", show_header=False)
         table.add_column("what", style="bold")
         table.add_column("value")
-        versions = ", ".join(f"{k} v{v}" for k, v in self.model_versions.items())
+        versions = ", ".join(
+            f"{k} {v}" if v == "baseline" else f"{k} v{v}" for k, v in self.model_versions.items()
+        )
         table.add_row("target", self.target)
         table.add_row("as of", f"{self.as_of} ({self.as_of_reason or 'given'})")
         table.add_row("models", versions)
+        table.add_row("model source", self.model_source or "-")
         rate = self.written / self.seconds if self.seconds else 0.0
         table.add_row(
             "accounts", f"{self.written:,} written in {self.seconds:.1f} s ({rate:,.0f}/s)"
@@ -309,6 +316,9 @@ def score_snapshot(
     run = RunInfo(run_id or str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
     summary.cover(snapshot)
+    summary.model_source = models.model_source_line
+    if any(not source.use_model for source in models.sources.values()):
+        log.warning("model source: %s", summary.model_source)
     summary.timings = {**(timings or {}), "scores": scores_s, "drift": drift_s}
 
     clock = time.perf_counter()

@@ -2,6 +2,15 @@
 
 Serving loads the `champion` of each model (or a named version) and refuses, at start-up, a
 model whose recorded feature list differs from the one this code computes, printing the diff.
+
+`expansion promote` records on each version it judges whether it cleared the quality floor
+(version tag `quality_floor`: passed, failed or forced). `model_source` reads it: a champion
+that passed is served; so is one promoted with `--force` below the floor (the user's explicit
+override), with its source saying so on every run and in `/model_info`. With no champion, or
+one whose verdict is failed, the scoring core serves the rule baseline instead
+(`serving.baseline`). A champion
+without a verdict (promoted before floors existed, or the alias set by hand) is served, and its
+source says no verdict is recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from mlflow import MlflowClient
 
 from features.registry import FEATURE_SET_VERSION
 from features.settings import Settings
+from serving.baseline import describe_rules
 from serving.model import ScoringModel
 
 
@@ -111,6 +121,72 @@ def load_scoring_model(
     _ = model.tree_shap  # build the explainer's tables (and compile it) now, not per request
     info = ModelInfo(name, str(mv.version), list(mv.aliases), mv.run_id, model.contract.metadata)
     return model, info
+
+
+FLOOR_TAG = "quality_floor"  # passed | failed | forced
+FLOOR_FAILURES_TAG = "quality_floor_failures"  # the failed criteria, "; "-separated
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's scores come from: its champion, or the rule baseline and why."""
+
+    name: str
+    use_model: bool
+    version: str | None  # the champion's version (None when there is none)
+    rates_version: str | None  # the version whose recorded metadata the baseline uses
+    reason: str
+
+    @property
+    def key(self) -> str:
+        """Changes whenever what would be served changes (for the service's hot reload)."""
+        return f"{self.version}:{self.use_model}:{self.rates_version}"
+
+    def describe(self) -> str:
+        """`model v3`, or `baseline (rules; why)`: the field run summaries and /model_info show."""
+        if not self.use_model:
+            return f"baseline ({describe_rules(self.name)}; {self.reason})"
+        return f"model v{self.version}" + (f" ({self.reason})" if self.reason else "")
+
+
+def model_source(settings: Settings, name: str) -> ModelSource:
+    """Whether `name`'s champion is served or the rule baseline, read from the registry."""
+    configure_mlflow(settings)
+    return model_source_in(MlflowClient(), name)
+
+
+def model_source_in(client: MlflowClient, name: str) -> ModelSource:
+    """`model_source` with a client already pointed at the store (the report's)."""
+    try:
+        champion = client.get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:
+        champion = None
+    if champion is not None:
+        verdict = champion.tags.get(FLOOR_TAG)
+        version = str(champion.version)
+        if verdict in (None, "passed"):
+            note = (
+                ""
+                if verdict
+                else "no quality-floor verdict recorded: promoted before floors existed, or the "
+                "alias was set by hand"
+            )
+            return ModelSource(name, True, version, None, note)
+        failures = champion.tags.get(FLOOR_FAILURES_TAG, "")
+        if verdict == "forced":  # --force overrides the floor: served, and said on every run
+            why = f"promoted by --force below the quality floor: {failures}"
+            return ModelSource(name, True, version, None, why)
+        why = f"champion v{version} is below the quality floor ({verdict}: {failures})"
+        return ModelSource(name, False, version, version, why)
+    try:
+        found = client.search_model_versions(f"name = '{name}'")
+    except mlflow.exceptions.MlflowException:
+        found = []
+    if not found:
+        return ModelSource(name, False, None, None, "no registered version")
+    newest = str(max(int(v.version) for v in found))
+    why = "no champion: no version has cleared the quality floor"
+    return ModelSource(name, False, None, newest, why)
 
 
 def check_feature_contract(model: ScoringModel, expected: list[str]) -> None:

@@ -7,6 +7,11 @@ triggers that fired, a route (CSM or automated), suppression with its reason, an
 reasons: TreeSHAP contributions of the propensity model on the log-odds scale, as records
 `{feature, value, contribution, text}`. Explanations cost 100-200x a score, so they are
 computed only for the rows a caller returns.
+
+Where a model has no champion that clears the quality floor, its rule baseline
+(`serving.baseline`) scores instead: the PQL rules for `p_expand`, the health rules for
+`p_post_upsell_churn`; its contributions are rule points (one per rule that fired), not
+log-odds, and `Models.model_source` says which scorer ran and why.
 """
 
 from __future__ import annotations
@@ -21,8 +26,16 @@ import pandas as pd
 from features.registry import FEATURES, default_label, feature_list
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
-from serving.model import ScoringModel
-from serving.registry import ModelInfo, check_feature_contract, load_scoring_model
+from serving.baseline import RuleBaseline, rule_baseline
+from serving.model import ScoringModel, outside_training_range
+from serving.registry import (
+    ModelContractError,
+    ModelInfo,
+    ModelSource,
+    check_feature_contract,
+    load_scoring_model,
+    model_source,
+)
 from serving.snapshot import Snapshot
 
 # Columns of a scored frame, in the order the batch job writes them.
@@ -46,11 +59,16 @@ RESULT_COLUMNS = [
 
 @dataclass
 class Models:
-    """The two models the core scores with, and where they came from."""
+    """The two scorers the core scores with, and where they came from.
 
-    propensity: ScoringModel
-    post_upsell: ScoringModel
+    A scorer is a registered model, or the rule baseline (`serving.baseline`) where no champion
+    clears the quality floor; `sources` says which and why.
+    """
+
+    propensity: ScoringModel | RuleBaseline
+    post_upsell: ScoringModel | RuleBaseline
     infos: dict[str, ModelInfo] = field(default_factory=dict)
+    sources: dict[str, ModelSource] = field(default_factory=dict)
 
     @classmethod
     def load(
@@ -61,24 +79,73 @@ class Models:
         alias: str = "champion",
         versions: dict[str, str] | None = None,
     ) -> Models:
-        """Load both models (alias or pinned versions) and check their feature contract."""
+        """Load both models (alias or pinned versions) and check their feature contract.
+
+        With the `champion` alias, a model without a champion that clears the quality floor is
+        replaced by its rule baseline; an explicit alias or version is loaded as asked.
+        """
         versions = versions or {}
-        loaded = {}
+        loaded, sources = {}, {}
         for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
-            model, info = load_scoring_model(
-                settings, name, alias=alias, version=versions.get(name)
-            )
-            check_feature_contract(model, expected_features)
+            pinned = alias != "champion" or name in versions
+            source = None if pinned else model_source(settings, name)
+            if source is None or source.use_model:
+                # the version `model_source` judged, even if the alias moved since
+                version = versions.get(name) or (source.version if source else None)
+                model, info = load_scoring_model(settings, name, alias=alias, version=version)
+                check_feature_contract(model, expected_features)
+            else:
+                if source.rates_version is None:
+                    raise ModelContractError(
+                        f"no registered model {name!r} in {settings.resolved_tracking_uri}: "
+                        "run `expansion train` and `expansion promote` first"
+                    )
+                measured, measured_info = load_scoring_model(
+                    settings, name, version=source.rates_version
+                )
+                try:
+                    model = rule_baseline(
+                        name, measured.contract.metadata, expected_features, source.reason
+                    )
+                except ValueError as exc:
+                    raise ModelContractError(str(exc)) from exc
+                check_feature_contract(model, expected_features)
+                info = ModelInfo(
+                    name, "baseline", [], measured_info.run_id, model.contract.metadata
+                )
+            if source is not None:
+                sources[name] = source
             loaded[name] = (model, info)
         return cls(
             loaded[PROPENSITY_MODEL][0],
             loaded[POST_UPSELL_MODEL][0],
             {name: info for name, (_, info) in loaded.items()},
+            sources,
         )
 
     @property
     def versions(self) -> dict[str, str]:
+        """Registered version per model, or `baseline` for a rule baseline."""
         return {name: info.version for name, info in self.infos.items()}
+
+    @property
+    def source_keys(self) -> dict[str, str]:
+        """What `model_source` said at load (compared by the service to notice a change)."""
+        return {name: source.key for name, source in self.sources.items()}
+
+    def model_source(self, name: str) -> str:
+        """`model v3` or `baseline (rules; why)` for one model."""
+        source = self.sources.get(name)
+        if source is not None:
+            return source.describe()
+        return f"model v{self.versions.get(name, '?')}"
+
+    @property
+    def model_source_line(self) -> str:
+        """Both models' sources in one line, for run summaries."""
+        return "; ".join(
+            f"{name}: {self.model_source(name)}" for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
+        )
 
 
 # --- next step and its value -------------------------------------------------------------
@@ -319,19 +386,33 @@ def format_value(name: str, value: Any) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.2f}"
 
 
+def out_of_range_reason(name: str, value: float, side: str, bound: float) -> dict:
+    """A reason record flagging a value beyond what the model saw in training."""
+    return {
+        "feature": name,
+        "value": value,
+        "contribution": 0.0,  # a warning, not a push: the margin is unchanged
+        "text": f"{humanize(name)} {format_value(name, value)} is outside the range seen in "
+        f"training ({side} {format_value(name, bound)})",
+    }
+
+
 def explain(
-    model: ScoringModel, frame: pd.DataFrame, top: int | None = None
+    model: ScoringModel | RuleBaseline, frame: pd.DataFrame, top: int | None = None
 ) -> tuple[list[list[dict]], np.ndarray]:
     """Reason records per row, largest contribution first, plus the base value per row.
 
     `top` keeps the strongest reasons pushing the score up (all contributions when None).
     Contributions are on the log-odds scale: they and the base value add up to the raw score.
-    With `top`, reasons come one per feature family (quota, team, breadth, ...).
+    With `top`, reasons come one per feature family (quota, team, breadth, ...), followed by a
+    record (contribution 0) for each feature outside the range seen in training: the score of
+    such an account is an extrapolation, and the reader should know.
     """
     contrib, base = model.contributions(frame)
     names = model.contract.features
     families = [_family(n) for n in names]
     values = frame[names]
+    beyond = outside_training_range(model.contract, values) if top is not None else None
     out = []
     for i in range(len(frame)):
         order = np.argsort(-contrib[i]) if top is not None else np.argsort(-np.abs(contrib[i]))
@@ -354,6 +435,8 @@ def explain(
                     "text": f"{describe(names[j], v)} ({c:+.2f})",
                 }
             )
+        if beyond is not None:
+            records += [out_of_range_reason(*flag) for flag in beyond[i]]
         out.append(records)
     return out, base
 

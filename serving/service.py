@@ -88,7 +88,7 @@ from serving.auth import (
     check_auth_config,
     document_auth,
 )
-from serving.registry import check_feature_contract, configure_mlflow
+from serving.registry import check_feature_contract, model_source
 from serving.scoring import (
     RESULT_COLUMNS,
     ExplainerInputs,
@@ -142,14 +142,9 @@ def snapshot_stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def champion_versions(settings: Settings) -> dict[str, str]:
-    """The version each model's `champion` alias points at now."""
-    from mlflow import MlflowClient
-
-    configure_mlflow(settings)
-    client = MlflowClient()
+    """Per model, what is to be served now: its champion alias and quality-floor verdict."""
     return {
-        name: str(client.get_model_version_by_alias(name, CHAMPION).version)
-        for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
+        name: model_source(settings, name).key for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
     }
 
 
@@ -236,7 +231,7 @@ class StateKeeper:
                     "`expansion snapshot`"
                 )
             versions = champion_versions(self.settings)
-            same_models = current is not None and current.models.versions == versions
+            same_models = current is not None and current.models.source_keys == versions
             if same_models and current is not None and current.stamp == stamp:
                 return False
             snapshot = read_snapshot(folder)
@@ -466,6 +461,7 @@ def describe(state: ServingState, interval: float) -> ServiceInfo:
                 git_commit=meta.get("git_commit"),
                 notes=[str(n) for n in meta.get("notes", [])],
                 metrics=_finite_metrics(meta.get("metrics", {})),
+                model_source=state.models.model_source(name),
             )
         )
     snapshot = SnapshotDescription(

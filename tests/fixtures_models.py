@@ -18,7 +18,7 @@ from serving.snapshot import build_snapshot, write_snapshot
 from training.config import TrainingConfig
 from training.pipeline import TrainingResult, train_models
 from training.simulator import SimulationConfig, simulate
-from training.tracking import promote
+from training.tracking import PromotionDecision, promote
 
 SIM = SimulationConfig(accounts=1500, months=15, seed=7)
 
@@ -29,6 +29,7 @@ class Trained:
     dataset: Dataset
     settings: Settings
     result: TrainingResult
+    promotions: dict[str, PromotionDecision]
 
 
 @pytest.fixture(scope="session")
@@ -41,12 +42,18 @@ def sim_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(sim_data, tmp_path_factory) -> Trained:
-    """Both models trained on `sim_data`, promoted to champion, and a snapshot written."""
+    """Both models trained on `sim_data` and promoted where they clear the quality floor, and a
+    snapshot written.
+
+    The propensity model clears the floor at this size. The post-upsell churn model, on ~110
+    prospective test rows, does not (its test ROC-AUC is near 0.5): promote refuses it, and
+    the scoring core serves the health-rule baseline in its place, as it would for a user.
+    """
     models_dir = tmp_path_factory.mktemp("models")
     settings = Settings(models_dir=models_dir, tracking_uri=None, auth_enabled=False)
     dataset = load_dataset(sim_data)
     result = train_models(dataset, TrainingConfig(), settings)
-    for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
-        assert promote(settings, name).promoted
+    promotions = {name: promote(settings, name) for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)}
+    assert promotions[PROPENSITY_MODEL].promoted, promotions[PROPENSITY_MODEL]
     write_snapshot(build_snapshot(dataset), models_dir / "snapshot")
-    return Trained(sim_data, dataset, settings, result)
+    return Trained(sim_data, dataset, settings, result, promotions)

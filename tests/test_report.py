@@ -190,3 +190,52 @@ def test_model_card_from_mlflow(tmp_path, image, monkeypatch):
     assert model_card_from_mlflow("expansion-propensity", tmp_path, tracking_uri=missing) is None
     assert not (tmp_path / "mlflow.db").exists()  # nothing fell back to the default store
     mlflow.set_tracking_uri(None)
+
+
+@pytest.mark.integration
+def test_each_model_card_shows_its_own_models_plots(trained, tmp_path):
+    """Both models log `plots/calibration_curve.png` etc.: downloaded into one folder, the
+    second card overwrote the first's files and both cards showed the churn model's plots."""
+    from mlflow import MlflowClient
+
+    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
+    from training.report import IMAGE_KEYS
+
+    uri = trained.settings.resolved_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):  # the trained versions, champion or not
+        client.set_registered_model_alias(name, "report-test", trained.result.versions[name])
+    cards = [
+        model_card_from_mlflow(name, tmp_path, alias="report-test", tracking_uri=uri)
+        for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
+    ]
+    assert all(cards)
+    for key in IMAGE_KEYS:
+        propensity, churn = (Path(card[key]).read_bytes() for card in cards)
+        assert propensity != churn, key
+    for card in cards:  # each card's file is its own model's logged plot
+        version = client.get_model_version_by_alias(card["name"], "report-test")
+        logged = Path(
+            client.download_artifacts(version.run_id, "plots/calibration_curve.png", tmp_path)
+        )
+        assert Path(card["calibration_curve"]).read_bytes() == logged.read_bytes()
+    html = _model_card_section(cards)
+    first, second = html.split("<h3>")[1:]
+    images = lambda part: re.findall(r'src="(data:image/[^"]+)"', part)  # noqa: E731
+    assert images(first) and not set(images(first)) & set(images(second))
+
+
+@pytest.mark.integration
+def test_the_report_says_when_the_rule_baseline_scores(trained, tmp_path):
+    """The session's churn model is below the quality floor: no champion, the baseline scores."""
+    from features.settings import POST_UPSELL_MODEL
+
+    uri = trained.settings.resolved_tracking_uri
+    card = model_card_from_mlflow(POST_UPSELL_MODEL, tmp_path, tracking_uri=uri)
+    assert card is not None and card["model_source"].startswith("baseline (health rules")
+    # the refused version's own numbers and plots, to show why it is not scoring
+    assert card["version"] == trained.result.versions[POST_UPSELL_MODEL]
+    assert card["metrics"]["test_roc_auc"] == trained.result.post_upsell.metrics["test_roc_auc"]
+    assert Path(card["calibration_curve"]).is_file()
+    text = _model_card_section([card])
+    assert "Scores come from the rule baseline, not this model" in text

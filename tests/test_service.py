@@ -345,9 +345,14 @@ def test_model_info_describes_the_served_models(served):
     assert set(by_name) == {PROPENSITY_MODEL, POST_UPSELL_MODEL}
     for name, model in by_name.items():
         assert model["version"] == served.models.versions[name]
-        assert "champion" in model["aliases"]
+        assert model["model_source"] == served.models.model_source(name)
         assert model["test_window"] and model["training_window"]
         assert "test_roc_auc" in model["metrics"]
+    assert "champion" in by_name[PROPENSITY_MODEL]["aliases"]
+    # the session's churn model is below the quality floor: the health rules score instead
+    churn = by_name[POST_UPSELL_MODEL]
+    assert churn["model_source"].startswith("baseline (health rules")
+    assert (churn["version"], churn["kind"]) == ("baseline", "rules")
     assert by_name[PROPENSITY_MODEL]["features"] == served.snapshot.feature_names
     assert body["snapshot"]["as_of"] == str(served.snapshot.as_of)
     assert body["snapshot"]["accounts"] == len(served.snapshot)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -60,8 +61,9 @@ def test_calibration_fixes_miscalibrated_scores():
 def test_mlflow_run_and_registry_hold_the_contract(trained):
     configure_mlflow(trained.settings)
     client = MlflowClient()
-    for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
-        mv = client.get_model_version_by_alias(name, "champion")
+    for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):  # champion or not (below the floor)
+        version = trained.result.versions[name]
+        mv = client.get_model_version(name, version)
         run = client.get_run(mv.run_id)
         assert run.data.tags["feature_set_version"] == FEATURE_SET_VERSION
         assert len(run.data.tags["git_commit"]) in (7, 40) or run.data.tags["git_commit"]
@@ -78,17 +80,17 @@ def test_mlflow_run_and_registry_hold_the_contract(trained):
             "plots/shap_summary.png",
             "plots/importance.png",
         } <= plots
-        model, _ = load_scoring_model(trained.settings, name)
+        model, _ = load_scoring_model(trained.settings, name, version=version)
         local = mlflow.artifacts.download_artifacts(
             run_id=mv.run_id, artifact_path="contract/feature_list.json"
         )
         assert json.loads(Path(local).read_text()) == model.contract.features
-        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}@champion")
+        pyfunc = mlflow.pyfunc.load_model(f"models:/{name}/{version}")
         assert pyfunc.metadata.signature is not None
         assert pyfunc.metadata.saved_input_example_info is not None
 
 
-def test_promote_refuses_a_worse_challenger_and_force_moves_it(trained):
+def test_promote_refuses_a_weak_challenger_and_force_moves_it(trained):
     weak = TrainingConfig(
         propensity=LightGBMParams(n_estimators=2, num_leaves=2, max_depth=1, learning_rate=0.01)
     )
@@ -99,13 +101,32 @@ def test_promote_refuses_a_worse_challenger_and_force_moves_it(trained):
         )
     champion_before = MlflowClient().get_model_version_by_alias(PROPENSITY_MODEL, "champion")
     decision = promote(trained.settings, PROPENSITY_MODEL)
-    assert not decision.promoted
-    assert "does not beat" in decision.reason
-    assert decision.numbers["challenger_roc_auc"] < decision.numbers["champion_roc_auc"]
+    assert not decision.promoted and decision.refused
+    assert decision.reason == "below the quality floor"
+    # two stumps rank worse than the PQL rules on the same rows
+    assert any("below the rule baseline" in f for f in decision.failures), decision.failures
     forced = promote(trained.settings, PROPENSITY_MODEL, force=True)
-    assert forced.promoted and forced.challenger == version
+    assert forced.promoted and forced.forced and forced.challenger == version
+    assert MlflowClient().get_model_version(PROPENSITY_MODEL, version).tags["quality_floor"] == (
+        "forced"
+    )
     # put the real champion back for the other tests
     MlflowClient().set_registered_model_alias(PROPENSITY_MODEL, "champion", champion_before.version)
+
+
+def test_promote_refuses_a_challenger_that_does_not_beat_the_champion(trained):
+    """The champion's own model registered again: above the floor, but no better."""
+    fitted = trained.result.propensity
+    champion = trained.result.versions[PROPENSITY_MODEL]
+    again = replace(fitted, plots={})  # the plot files are gone by now
+    version = log_and_register(again, trained.settings, training_id="again", config_json="{}")
+    decision = promote(trained.settings, PROPENSITY_MODEL)
+    assert not decision.promoted and decision.refused and not decision.failures
+    assert "does not beat" in decision.reason
+    assert decision.numbers["challenger_roc_auc"] == decision.numbers["champion_roc_auc"]
+    current = MlflowClient().get_model_version_by_alias(PROPENSITY_MODEL, "champion")
+    assert str(current.version) == champion
+    assert version != champion
 
 
 def test_identical_reruns_give_identical_metrics(trained, tmp_path):

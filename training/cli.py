@@ -416,20 +416,60 @@ def promote(
     model: Annotated[
         str | None, typer.Option(help="Only this registered model (default: both).")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Promote even if it does not win.")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Promote even below the quality floor or if it does not win.")
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Training config (TOML) whose [quality_floor] sets the minimums."),
+    ] = None,
 ) -> None:
-    """Move `champion` to the challenger if it beats the champion on the same test rows."""
+    """Move `champion` to the challenger if it clears the quality floor and beats the champion.
+
+    Exit 2 when a challenger is refused (one line per failed criterion); scoring then uses the
+    champion, or the rule baseline where no champion clears the floor.
+    """
     from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
+    from serving.baseline import RULE_NAMES
+    from training.config import TrainingConfig
     from training.tracking import promote as run_promote
 
+    floor = TrainingConfig.from_toml(config).quality_floor
+    refused = False
     for name in [model] if model else [PROPENSITY_MODEL, POST_UPSELL_MODEL]:
-        decision = run_promote(get_settings(), name, force=force)
-        verb = "[green]promoted[/]" if decision.promoted else "[yellow]kept[/]"
-        target = decision.challenger if decision.promoted else decision.champion
-        console.print(f"{name}: {verb} v{target} as champion: {decision.reason}")
+        decision = run_promote(get_settings(), name, force=force, floor=floor)
+        if decision.refused:
+            refused = True
+            stays = (
+                f"champion stays v{decision.champion}"
+                if decision.champion
+                else f"no champion: scoring uses the {RULE_NAMES[name]} baseline"
+            )
+            err_console.print(
+                f"{name}: [bold red]refused[/] v{decision.challenger} ({stays}): {decision.reason}",
+                soft_wrap=True,
+            )
+            for failure in decision.failures:
+                err_console.print(f"  - {failure}", soft_wrap=True)
+        else:
+            verb = "[green]promoted[/]" if decision.promoted else "[yellow]kept[/]"
+            target = decision.challenger if decision.promoted else decision.champion
+            line = f"{name}: {verb} v{target} as champion: {decision.reason}"
+            console.print(line, soft_wrap=True)
+        if decision.forced:
+            err_console.print(
+                f"[bold yellow]warning:[/] {name} v{decision.challenger} is champion by --force "
+                "below the quality floor (version tagged quality_floor=forced); scoring uses "
+                f"it instead of the {RULE_NAMES[name]} baseline, and every run says so:",
+                soft_wrap=True,
+            )
+            for failure in decision.failures:
+                err_console.print(f"  - {failure}", soft_wrap=True)
         for key, value in sorted(decision.numbers.items()):
             if key.endswith(("roc_auc", "pr_auc", "brier", "precision_at_10")):
                 console.print(f"    {key} = {value:.4f}")
+    if refused:
+        raise typer.Exit(code=2)
 
 
 @app.command()

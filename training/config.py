@@ -80,6 +80,21 @@ class PostUpsellConfig(_Frozen):
     )
 
 
+class QualityFloor(_Frozen):
+    """What a model must show on its test rows before `expansion promote` makes it champion.
+
+    Training logs the test ROC-AUC's bootstrap interval (seeded); promote reads it with the
+    test row and positive counts and the rule baseline's AUC on the same rows.
+    """
+
+    min_test_rows: int = Field(100, ge=1, description="Fewer test rows: refused.")
+    min_test_positives: int = Field(20, ge=1, description="Fewer positives in test: refused.")
+    bootstrap_samples: int = Field(1000, ge=100, description="Resamples for the AUC interval.")
+    interval_level: float = Field(
+        0.95, gt=0, lt=1, description="The interval's lower end must be above 0.5."
+    )
+
+
 class TrainingConfig(_Frozen):
     seed: int = 42
     cadence: Literal["monthly", "weekly"] = "monthly"
@@ -92,6 +107,7 @@ class TrainingConfig(_Frozen):
     calibration: Literal["auto", "isotonic", "sigmoid"] = "auto"
     baseline_logistic_c: float = 1.0
     shap_sample: int = Field(2000, description="Rows explained for the SHAP summary plot.")
+    quality_floor: QualityFloor = QualityFloor()
 
     @classmethod
     def from_toml(cls, path: Path | None) -> TrainingConfig:

@@ -63,6 +63,36 @@ def ranking_metrics(y: np.ndarray, score: np.ndarray, prefix: str = "") -> dict[
     return out
 
 
+def bootstrap_auc_interval(
+    y: np.ndarray, score: np.ndarray, seed: int, samples: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
+    """A percentile bootstrap interval of ROC-AUC over the rows (resampled with replacement).
+
+    Seeded, so the same rows give the same interval. Every resample is a vector of row counts
+    (multinomial), and its AUC is computed from the rows sorted once by score: the share of
+    (positive, negative) pairs ranked right, ties counting half. Resamples holding one class
+    have no AUC and are skipped; (nan, nan) when the rows themselves hold one class.
+    """
+    y, score = np.asarray(y, int), np.asarray(score, float)
+    n = len(y)
+    if not 0 < y.sum() < n:
+        return float("nan"), float("nan")
+    order = np.argsort(score, kind="stable")
+    ordered, positive = score[order], y[order].astype(bool)
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])  # tied scores: one group
+    counts = np.random.default_rng(seed).multinomial(n, np.full(n, 1 / n), size=samples)
+    counts = counts[:, order]
+    pos = np.add.reduceat(np.where(positive, counts, 0), starts, axis=1).astype(float)
+    neg = np.add.reduceat(np.where(positive, 0, counts), starts, axis=1).astype(float)
+    below = np.cumsum(neg, axis=1) - neg  # negatives scored lower than each group
+    pairs = pos.sum(axis=1) * neg.sum(axis=1)
+    right = (pos * (below + 0.5 * neg)).sum(axis=1)
+    aucs = right[pairs > 0] / pairs[pairs > 0]
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(aucs, [tail, 100 - tail])
+    return float(low), float(high)
+
+
 def probability_metrics(y: np.ndarray, p: np.ndarray, prefix: str = "") -> dict[str, float]:
     """Brier score, expected calibration error and log loss of calibrated probabilities."""
     y = np.asarray(y, int)

@@ -1177,9 +1177,17 @@ def _model_card(card: dict[str, Any]) -> str:
         missing = f'<p class="note">Image not found: {html.escape(str(path))}</p>'
         figures.append(f"<h4>{html.escape(title)}</h4>" + (_img(uri, title) if uri else missing))
     no_metrics = '<p class="note">No metrics given.</p>'
+    source = str(card.get("model_source") or "")
+    rules = (
+        f'<p class="note"><strong>Scores come from the rule baseline, not this model:</strong> '
+        f"{html.escape(source)}</p>"
+        if source.startswith("baseline")
+        else ""
+    )
     return "\n".join(
         [
             f"<h3>{name}, version {version}</h3>",
+            rules,
             _metrics_table(details) if details else "",
             "<h4>Metrics</h4>",
             _metrics_table(metrics) if metrics else no_metrics,
@@ -1205,8 +1213,11 @@ def model_card_from_mlflow(
     """A model card for the registered version behind `alias`, from its MLflow run.
 
     Metrics and tags come from the run; the calibration curve, gains chart and SHAP summary that
-    training logs under `plots/` are downloaded into `image_dir`. None when no version has the
-    alias, or when `tracking_uri` names a SQLite store that does not exist yet.
+    training logs under `plots/` are downloaded into a folder of `image_dir` of its own. With the
+    `champion` alias the card says where the scores come from (`model_source`): without a
+    champion that cleared the quality floor, the rule baseline scores, and the card shows the
+    newest version, the one promote refused. None when no version has the alias (no version at
+    all, for `champion`), or when `tracking_uri` names a SQLite store that does not exist yet.
     """
     sqlite = tracking_uri.removeprefix("sqlite:///") if tracking_uri else None
     if sqlite is not None and sqlite != tracking_uri and not Path(sqlite).exists():
@@ -1215,12 +1226,20 @@ def model_card_from_mlflow(
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from serving.registry import model_source_in
+
     # The registry lives in the same store (as `serving.registry.configure_mlflow` sets it).
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    source = model_source_in(client, model_name) if alias == "champion" else None
     try:
         version = client.get_model_version_by_alias(model_name, alias)
     except MlflowException:
-        return None
+        if source is None or source.rates_version is None:
+            return None
+        # No champion: the rule baseline scores, and the card of the newest version (the one
+        # promote refused) says so, with the numbers that kept it out.
+        version = client.get_model_version(model_name, source.rates_version)
+        alias = "none (no version has cleared the quality floor)"
     run = client.get_run(version.run_id)
     tags = run.data.tags
     card: dict[str, Any] = {
@@ -1231,12 +1250,18 @@ def model_card_from_mlflow(
         **{k: tags[k] for k in RUN_TAGS if tags.get(k)},
         "metrics": dict(sorted(run.data.metrics.items())),
     }
+    if source is not None:
+        card["model_source"] = source.describe()
+    # Every model logs its plots under the same file names: each card downloads into its own
+    # folder, or the second card's plots would overwrite the first's.
+    folder = Path(image_dir) / f"{model_name}-v{version.version}"
+    folder.mkdir(parents=True, exist_ok=True)
     for key, file in PLOT_FILES.items():
         try:
             card[key] = mlflow.artifacts.download_artifacts(
                 run_id=run.info.run_id,
                 artifact_path=f"plots/{file}",
-                dst_path=str(image_dir),
+                dst_path=str(folder),
                 tracking_uri=tracking_uri,
             )
         except (MlflowException, OSError):  # this run did not log that plot

@@ -2,7 +2,10 @@
 
 Embedded by default (a SQLite store and artifacts under `models/`, no server); any
 `MLFLOW_TRACKING_URI` is respected. A new model version gets the alias `challenger`;
-`promote` moves `champion` to it only if it beats the champion on the same test rows.
+`promote` moves `champion` to it only if it clears the quality floor (enough test rows and
+positives, test ROC-AUC above 0.5 beyond its bootstrap interval, not below the rule baseline on
+the same rows) and beats the champion on the same test rows. The verdict is tagged on the
+version (`quality_floor`: passed, failed or forced), where serving reads it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
@@ -20,9 +23,16 @@ from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+from serving.baseline import RULE_NAMES, rule_score
 from serving.model import PyfuncScoringModel
-from serving.registry import configure_mlflow, load_scoring_model
-from training.evaluate import probability_metrics, ranking_metrics
+from serving.registry import (
+    FLOOR_FAILURES_TAG,
+    FLOOR_TAG,
+    configure_mlflow,
+    load_scoring_model,
+)
+from training.config import QualityFloor
+from training.evaluate import bootstrap_auc_interval, probability_metrics, ranking_metrics
 from training.train import FittedModel
 
 LABELS = {PROPENSITY_MODEL: "expanded", POST_UPSELL_MODEL: "churned_after_upsell"}
@@ -115,6 +125,101 @@ class PromotionDecision:
     champion: str | None
     reason: str
     numbers: dict[str, float]
+    # The quality floor's failed criteria, one sentence each (empty when it passed).
+    failures: list[str] = field(default_factory=list)
+    refused: bool = False  # the challenger was judged and turned down: `promote` exits 2
+    forced: bool = False  # promoted with --force below the quality floor
+
+
+@dataclass
+class FloorCheck:
+    """The quality floor's verdict on one version: failed criteria and the numbers read."""
+
+    failures: list[str]
+    numbers: dict[str, float]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+
+def check_quality_floor(
+    name: str, metrics: dict[str, float], floor: QualityFloor | None = None
+) -> FloorCheck:
+    """Enough test rows and positives, ROC-AUC above 0.5 beyond its bootstrap interval, and
+    not below the rule baseline on the same rows; one sentence per failed criterion."""
+    floor = floor or QualityFloor()
+    nan = float("nan")
+    rows = float(metrics.get("rows_test", nan))
+    positives = float(metrics.get("positives_test", nan))
+    auc = float(metrics.get("test_roc_auc", nan))
+    low, high = (float(metrics.get(f"test_roc_auc_ci_{k}", nan)) for k in ("low", "high"))
+    level = float(metrics.get("test_roc_auc_ci_level", floor.interval_level))
+    rules = float(metrics.get("rules_roc_auc", nan))
+    failures = []
+    if not rows >= floor.min_test_rows:
+        failures.append(f"test rows: {rows:,.0f}, fewer than the minimum {floor.min_test_rows:,}")
+    if not positives >= floor.min_test_positives:
+        failures.append(
+            f"test positives: {positives:,.0f}, fewer than the minimum {floor.min_test_positives:,}"
+        )
+    if not np.isfinite(auc):
+        failures.append("test ROC-AUC undefined: the test rows hold a single class")
+    elif not low > 0.5:
+        failures.append(
+            f"test ROC-AUC {auc:.4f} is not above 0.5 by more than its uncertainty "
+            f"({level:.0%} bootstrap interval {low:.4f} to {high:.4f})"
+        )
+    if np.isfinite(auc) and np.isfinite(rules) and auc < rules:
+        failures.append(
+            f"test ROC-AUC {auc:.4f} is below the rule baseline's {rules:.4f} "
+            f"({RULE_NAMES[name]}) on the same test rows"
+        )
+    numbers = {
+        "floor_rows_test": rows,
+        "floor_positives_test": positives,
+        "floor_test_roc_auc": auc,
+        "floor_test_roc_auc_ci_low": low,
+        "floor_test_roc_auc_ci_high": high,
+        "floor_rules_roc_auc": rules,
+    }
+    return FloorCheck(failures, numbers)
+
+
+FLOOR_METRICS = ("positives_test", "test_roc_auc_ci_low", "test_roc_auc_ci_high", "rules_roc_auc")
+
+
+def floor_metrics_of(
+    settings: Settings, client: MlflowClient, name: str, version: str, floor: QualityFloor
+) -> dict[str, float]:
+    """The run's logged metrics, with what the floor needs computed from its logged test frame
+    when the run predates the floor (no interval or rule baseline logged)."""
+    run = client.get_run(client.get_model_version(name, version).run_id)
+    metrics = dict(run.data.metrics)
+    if all(k in metrics for k in FLOOR_METRICS):
+        return metrics
+    test = _test_frame(client, name, version)
+    y = test[LABELS[name]].to_numpy()
+    scorer, _ = load_scoring_model(settings, name, version=version)
+    p = scorer.predict_proba(test)
+    low, high = bootstrap_auc_interval(
+        y,
+        p,
+        int(run.data.params.get("seed", 42)),
+        samples=floor.bootstrap_samples,
+        level=floor.interval_level,
+    )
+    rules = ranking_metrics(y, rule_score(name, test)).get("roc_auc", float("nan"))
+    return {
+        **metrics,
+        "rows_test": float(len(test)),
+        "positives_test": float(y.sum()),
+        "test_roc_auc": ranking_metrics(y, p).get("roc_auc", float("nan")),
+        "test_roc_auc_ci_low": low,
+        "test_roc_auc_ci_high": high,
+        "test_roc_auc_ci_level": floor.interval_level,
+        "rules_roc_auc": rules,
+    }
 
 
 def _version_for(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -124,8 +229,25 @@ def _version_for(client: MlflowClient, name: str, alias: str) -> str | None:
         return None
 
 
-def promote(settings: Settings, model_name: str, *, force: bool = False) -> PromotionDecision:
-    """Move `champion` to the challenger if it beats the champion on the challenger's test rows."""
+def _record_verdict(
+    client: MlflowClient, name: str, version: str, verdict: str, failures: list[str]
+) -> None:
+    """The floor's verdict on the version, where serving reads it (`serving.registry`)."""
+    client.set_model_version_tag(name, version, FLOOR_TAG, verdict)
+    client.set_model_version_tag(name, version, FLOOR_FAILURES_TAG, "; ".join(failures))
+
+
+def promote(
+    settings: Settings,
+    model_name: str,
+    *,
+    force: bool = False,
+    floor: QualityFloor | None = None,
+) -> PromotionDecision:
+    """Move `champion` to the challenger if it clears the quality floor and beats the champion
+    on the challenger's test rows. `force` overrides both; below the floor the version is
+    tagged `quality_floor=forced`; serving then scores with it and says so on every run."""
+    floor = floor or QualityFloor()
     configure_mlflow(settings)
     client = MlflowClient()
     challenger = _version_for(client, model_name, "challenger")
@@ -143,8 +265,30 @@ def promote(settings: Settings, model_name: str, *, force: bool = False) -> Prom
         return PromotionDecision(
             model_name, False, challenger, champion, "the challenger is already the champion", {}
         )
-    numbers: dict[str, float] = {}
-    if champion is not None:
+    check = check_quality_floor(
+        model_name, floor_metrics_of(settings, client, model_name, challenger, floor), floor
+    )
+    numbers: dict[str, float] = dict(check.numbers)
+    if not check.passed and not force:
+        _record_verdict(client, model_name, challenger, "failed", check.failures)
+        return PromotionDecision(
+            model_name,
+            False,
+            challenger,
+            champion,
+            "below the quality floor",
+            numbers,
+            failures=check.failures,
+            refused=True,
+        )
+    champion_verdict = (
+        client.get_model_version(model_name, champion).tags.get(FLOOR_TAG)
+        if champion is not None
+        else None
+    )
+    if champion is not None and champion_verdict in ("failed", "forced"):
+        reason = f"champion v{champion} is below the quality floor ({champion_verdict})"
+    elif champion is not None:
         metric, higher = DECIDING_METRIC
         test = _test_frame(client, model_name, challenger)
         y = test[LABELS[model_name]].to_numpy()
@@ -161,6 +305,7 @@ def promote(settings: Settings, model_name: str, *, force: bool = False) -> Prom
                         champion,
                         f"cannot compare on the same rows ({exc}); use --force",
                         numbers,
+                        refused=True,
                     )
                 p = np.full(len(test), np.nan)
             if np.isfinite(p).all():
@@ -182,6 +327,7 @@ def promote(settings: Settings, model_name: str, *, force: bool = False) -> Prom
                 f"challenger {metric} {c_val:.4f} does not beat champion {k_val:.4f} "
                 f"on the same {len(test):,} test rows",
                 numbers,
+                refused=True,
             )
         reason = (
             f"challenger {metric} {c_val:.4f} vs champion {k_val:.4f} on the same "
@@ -189,8 +335,22 @@ def promote(settings: Settings, model_name: str, *, force: bool = False) -> Prom
         )
     else:
         reason = "no champion yet"
+    if check.passed:
+        _record_verdict(client, model_name, challenger, "passed", [])
+    else:
+        _record_verdict(client, model_name, challenger, "forced", check.failures)
+        reason += "; forced below the quality floor"
     client.set_registered_model_alias(model_name, "champion", challenger)
-    return PromotionDecision(model_name, True, challenger, champion, reason, numbers)
+    return PromotionDecision(
+        model_name,
+        True,
+        challenger,
+        champion,
+        reason,
+        numbers,
+        failures=check.failures,
+        forced=not check.passed,
+    )
 
 
 def _test_frame(client: MlflowClient, name: str, version: str) -> pd.DataFrame:

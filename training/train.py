@@ -4,7 +4,12 @@
   sigmoid, whichever has the lower out-of-fold Brier score on validation).
 - Post-upsell churn: LightGBM on the expansion rows with strong regularization, or a logistic
   regression when positives are too few (recorded in the run).
-- Baselines on the same test rows: the rule-based PQL score and a logistic regression.
+- Baselines on the same test rows: the rule-based PQL score (health rules for post-upsell
+  churn) and a logistic regression.
+- What promote's quality floor reads: test rows and positives, a seeded bootstrap interval of
+  the test ROC-AUC, the rules' ROC-AUC on the same rows; and what serving needs to stand in
+  with the rule baseline (the positive rate per rule score), to bound probabilities (the
+  calibration row count) and to flag extrapolation (each feature's training range).
 """
 
 from __future__ import annotations
@@ -23,12 +28,20 @@ from sklearn.metrics import log_loss
 
 from features.build import Progress, feature_spec
 from features.dataset import Dataset
-from features.registry import FEATURE_SET_VERSION
+from features.registry import FEATURE_SET_VERSION, FEATURES
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from features.triggers import pql_score, trigger_flags
-from serving.model import ModelContract, ScoringModel, fit_linear
+from serving.baseline import health_rules_score, rule_rates, rule_score
+from serving.model import (
+    ModelContract,
+    ScoringModel,
+    feature_ranges,
+    fit_linear,
+    probability_bounds,
+)
 from training.config import LightGBMParams, TrainingConfig
 from training.evaluate import (
+    bootstrap_auc_interval,
     plot_calibration,
     plot_gains,
     plot_importance,
@@ -51,6 +64,9 @@ from training.labels import (
 
 # What `choose_calibrator` fits on the validation margins.
 Calibrator = IsotonicRegression | LogisticRegression
+# Features that grow with time (ages such as tenure, days since the last event or expansion):
+# no training range is recorded for them, or every later batch would fall outside it.
+AGING = [f.name for f in FEATURES if f.ages or f.since_last]
 
 
 @dataclass
@@ -218,6 +234,12 @@ def train_propensity(
     )
     model.calibrator = calibrator
     contract.calibration = method
+    contract.metadata["probability_bounds"] = probability_bounds(len(y_va))
+    contract.metadata["feature_ranges"] = feature_ranges(train, contract, skip=AGING)
+    seen = pd.concat([train, valid], ignore_index=True)
+    contract.metadata["rule_baseline"] = rule_rates(
+        rule_score(PROPENSITY_MODEL, seen), seen[PROPENSITY_LABEL].to_numpy()
+    )
 
     p_test = model.predict_proba(test)
     uncalibrated = 1 / (1 + np.exp(-model.margin(test)))
@@ -240,6 +262,7 @@ def train_propensity(
         "positive_rate_train": float(y_tr.mean()),
         "positive_rate_test": float(y_te.mean()),
     }
+    metrics.update(floor_metrics(y_te, p_test, rules, config))
     flagged = trigger_flags(test).any(axis=1).to_numpy()
     metrics["test_top_decile_conversion"] = float(y_te[top_share_mask(p_test, 0.10)].mean())
     metrics["rules_flagged_conversion"] = float(y_te[flagged].mean()) if flagged.any() else 0.0
@@ -305,6 +328,26 @@ def train_propensity(
     return FittedModel(model, params, metrics, plots, test_frame=test)
 
 
+def floor_metrics(
+    y: np.ndarray, p: np.ndarray, rules: np.ndarray, config: TrainingConfig
+) -> dict[str, float]:
+    """What promote's quality floor reads: test counts, the AUC interval, the rules' AUC."""
+    low, high = bootstrap_auc_interval(
+        y,
+        p,
+        config.seed,
+        samples=config.quality_floor.bootstrap_samples,
+        level=config.quality_floor.interval_level,
+    )
+    return {
+        "positives_test": float(np.sum(y)),
+        "test_roc_auc_ci_low": low,
+        "test_roc_auc_ci_high": high,
+        "test_roc_auc_ci_level": config.quality_floor.interval_level,
+        **ranking_metrics(y, rules, "rules_"),
+    }
+
+
 def _feature_sample(frame: pd.DataFrame, names: list[str], seed: int) -> list[dict]:
     """A small sample of training features (for drift checks against new batches)."""
     sample = frame.sample(min(len(frame), 5000), random_state=seed)[names]
@@ -350,22 +393,6 @@ def _oracle_metrics(
         "model_roc_auc_on_oracle_rows": model,
         "auc_ratio_to_oracle": model / oracle,
     }
-
-
-# The rule-based health score a CS team would use to call an upsell at risk, one point each;
-# the churn model's baseline on the rows where adoption is observed.
-HEALTH_RULES = {
-    "no adoption of what was bought in 30 days": lambda f: f["adopted_30d"] == 0,
-    "usage falling (events, last 30 days vs the 30 before)": lambda f: f["events_trend_30d"] < 1,
-    "under half of the seats in use": lambda f: f["seat_utilization"] < 0.5,
-}
-
-
-def health_rules_score(frame: pd.DataFrame) -> np.ndarray:
-    """How many churn-risk rules hold per row (missing values never fire a rule)."""
-    return sum(
-        rule(frame).fillna(False).to_numpy(bool).astype(int) for rule in HEALTH_RULES.values()
-    )
 
 
 def train_post_upsell(
@@ -439,6 +466,15 @@ def train_post_upsell(
         model.margin(valid), y_va, config.calibration, config.seed
     )
     model.calibrator, contract.calibration = calibrator, method
+    contract.metadata["probability_bounds"] = probability_bounds(len(y_va) // 2)
+    contract.metadata["feature_ranges"] = feature_ranges(train, contract, skip=AGING)
+    # The health rules' churn rate per score, on prospective rows (adoption unknown) as the
+    # baseline scores them when it stands in for this model.
+    seen = pd.concat([train, valid], ignore_index=True)
+    seen = seen[seen["adoption_known"] == 0]
+    contract.metadata["rule_baseline"] = rule_rates(
+        rule_score(POST_UPSELL_MODEL, seen), seen[POST_UPSELL_LABEL].to_numpy()
+    )
     # Scores for a prospective upsell: adoption not yet observable.
     prospective = test[test["adoption_known"] == 0]
     observed = test[test["adoption_known"] == 1]
@@ -463,6 +499,7 @@ def train_post_upsell(
         contract, linear=fit_linear(train, y_tr, contract, config.baseline_logistic_c, config.seed)
     )
     metrics.update(ranking_metrics(y_pro, baseline.margin(prospective), "logreg_"))
+    metrics.update(floor_metrics(y_pro, p_pro, health_rules_score(prospective), config))
     y_obs = observed[POST_UPSELL_LABEL].to_numpy()
     if len(y_obs) and 0 < y_obs.mean() < 1:
         rules = health_rules_score(observed)
