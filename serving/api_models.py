@@ -10,12 +10,14 @@ of the raw model score (TreeSHAP for LightGBM): contributions plus the base valu
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 MAX_ACCOUNTS = 1000  # per /score request: enough for a CSM's book, small enough to stay fast
-MAX_UNKNOWN_FIELDS = 20  # beyond this, unknown fields are one error, not one error each
+MAX_UNKNOWN_FIELDS = 20  # an error names this many unknown fields, then counts the rest
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 AccountId = Annotated[str, Field(min_length=1, max_length=200, examples=["acct_000042"])]
@@ -24,23 +26,38 @@ AccountId = Annotated[str, Field(min_length=1, max_length=200, examples=["acct_0
 class _Body(BaseModel):
     """A request body: strict types, and unknown fields are an error, not silently dropped.
 
+    Unknown fields are one error naming the first few, not one error each as pydantic's
+    `extra="forbid"` reports them: a body of 200,000 made-up keys meant 200,000 errors, ~9 s
+    of server time and an error body of tens of MB. So extra fields are let in and refused
+    after validation (a "before" validator would do it sooner, but pydantic then validates
+    the body as Python, not JSON, and strict mode refuses dates sent as strings); the JSON
+    schema still says `additionalProperties: false`.
+
     Model-level examples use OpenAPI 3.0's `example`: BentoML 1.4 builds its OpenAPI schema
     objects from the JSON schema and fails on a model-level `examples` key.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True)
 
-    @model_validator(mode="before")
+    @model_validator(mode="after")
+    def _no_unknown_fields(self) -> Self:
+        unknown = [str(k) for k in self.model_extra or {}]
+        if unknown:
+            shown = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:MAX_UNKNOWN_FIELDS]]
+            more = len(unknown) - len(shown)
+            raise ValueError(
+                f"{len(unknown)} unknown field(s) {shown}{f' and {more} more' if more else ''}; "
+                f"known: {', '.join(type(self).model_fields)}"
+            )
+        return self
+
     @classmethod
-    def _few_unknown_fields(cls, data: Any) -> Any:
-        # Pydantic reports each unknown field on its own: a body of 200,000 made-up keys took
-        # 8 s of server time and built 200,000 errors. Past a few, one error says how many.
-        if isinstance(data, dict) and len(data) > len(cls.model_fields) + MAX_UNKNOWN_FIELDS:
-            unknown = [str(k) for k in data if k not in cls.model_fields]
-            if len(unknown) > MAX_UNKNOWN_FIELDS:
-                shown = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:5]]
-                raise ValueError(f"{len(unknown)} unknown fields, such as {shown}")
-        return data
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["additionalProperties"] = False
+        return schema
 
 
 def feature_row_example(features: list[str], categorical: dict[str, list[str]]) -> dict[str, Any]:
@@ -164,7 +181,6 @@ class ScoreRequest(_Body):
     """Accounts to score: ids from the served snapshot, or feature rows. Exactly one of them."""
 
     model_config = ConfigDict(
-        extra="forbid",
         strict=True,
         json_schema_extra={
             "example": {"account_ids": ["acct_000042", "acct_000007"]},
@@ -200,7 +216,6 @@ class RankRequest(_Body):
     """Filters and order for the call list."""
 
     model_config = ConfigDict(
-        extra="forbid",
         strict=True,
         json_schema_extra={"example": {"limit": 20, "csm_owner": "csm_09"}},
     )
@@ -224,7 +239,7 @@ class ExplainRequest(_Body):
     """The account to explain."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"example": {"account_id": "acct_000042"}}
+        strict=True, json_schema_extra={"example": {"account_id": "acct_000042"}}
     )
 
     account_id: AccountId = Field(description="Account of the served snapshot.")

@@ -534,7 +534,8 @@ def _is_json_error(scope: Scope, start: Message) -> bool:
 # An error names at most this many fields, each part cut to a few words: a body with a million
 # unknown keys (or one 3 MB key) must not come back as an 82 MB error, nor go to the log whole.
 MAX_ERRORS = 20
-MAX_PART_CHARS = 120
+MAX_PART_CHARS = 120  # a field's path, which may hold a key the client made up
+MAX_MESSAGE_CHARS = 1200  # a message: ours name up to 20 fields
 MAX_ERROR_CHARS = 4000
 
 
@@ -548,7 +549,7 @@ def _field_errors(errors: list) -> str:
     shown = [
         _clip(".".join(str(p) for p in e.get("loc", ())) or "body")
         + ": "
-        + _clip(str(e.get("msg", "")))
+        + _clip(str(e.get("msg", "")), MAX_MESSAGE_CHARS)
         for e in errors[:MAX_ERRORS]
         if isinstance(e, dict)
     ]
