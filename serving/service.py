@@ -18,8 +18,13 @@ Start it with `expansion serve [--host H] [--port N]`, i.e. `serve()` below, whi
 `bentoml serve serving.service:ExpansionService` with the settings passed as `EXPANSION_*`
 environment variables. Authentication (`serving.auth`): `Authorization: Bearer <key>` with a
 key from `EXPANSION_API_KEYS`, on every endpoint but the health probes and the documentation;
-`EXPANSION_AUTH_ENABLED=false` turns it off for local use; with it on and no key the service
-refuses to start.
+`EXPANSION_AUTH_ENABLED=false` turns it off for local use; with it on and no key (or a key
+under 16 characters) the service refuses to start.
+
+Hygiene against careless or hostile clients: a body over `EXPANSION_MAX_REQUEST_BYTES`
+(default 4 MiB) is answered 413 before it is parsed (`BodyLimit`); error bodies name at most
+20 errors and cut echoed input (`error_body`); a 4xx is one log line, a 5xx keeps its traceback
+(`OneLineClientErrors`).
 
 Hot reload, without a restart: a background thread checks every `EXPANSION_RELOAD_SECONDS`
 (default 30) whether `models/snapshot/features.parquet` was replaced (`expansion snapshot`
@@ -697,7 +702,8 @@ def document_api(spec: dict[str, Any]) -> dict[str, Any]:
     BentoML inlines each request and response schema and, doing so, keeps only the first
     member of every top-level union (`str | None` becomes `string`); the same schemas sit
     intact under components, so operations refer to those instead. A request body is required
-    when its model has required fields, and a non-JSON body is answered 415 (`RequireJson`).
+    when its model has required fields, a non-JSON body is answered 415 (`RequireJson`) and
+    one over the size limit 413 (`BodyLimit`).
     """
     schemas = spec.get("components", {}).get("schemas", {})
     info = spec.setdefault("info", {})
