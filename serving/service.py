@@ -1013,7 +1013,7 @@ def stop_server(process: subprocess.Popen, timeout: float = 15.0) -> None:
 
 
 class _Stopped(Exception):
-    """SIGTERM or SIGHUP arrived while serving in the foreground."""
+    """SIGTERM, SIGINT or SIGHUP arrived while serving in the foreground."""
 
 
 def serve(host: str = "127.0.0.1", port: int = 3000, settings: Settings | None = None) -> int:
@@ -1030,9 +1030,11 @@ def serve(host: str = "127.0.0.1", port: int = 3000, settings: Settings | None =
     def stopped(signum: int, frame: Any) -> None:
         raise _Stopped(signal.Signals(signum).name)
 
-    # Installed before the child starts: a signal in between must not orphan it.
-    previous = {sig: signal.signal(sig, stopped) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    previous[signal.SIGINT] = signal.getsignal(signal.SIGINT)  # raises KeyboardInterrupt
+    # Installed before the child starts: a signal in between must not orphan it. SIGINT too,
+    # though Python raises KeyboardInterrupt for it: a shell starting `expansion serve &` from a
+    # script ignores SIGINT for it, and `kill -INT` should stop it all the same.
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, stopped) for sig in stops}
     process: subprocess.Popen | None = None
     try:
         process = start_server(settings, host=host, port=port)

@@ -293,6 +293,8 @@ def test_expansion_serve_stops_its_server_on_a_signal(trained, tmp_path, stop_wi
             cwd=tmp_path,
             stdout=out,
             stderr=subprocess.STDOUT,
+            # As a shell starts `expansion serve &` from a script: SIGINT ignored on arrival.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     family: list[psutil.Process] = []
     try:
