@@ -38,7 +38,7 @@ from pydantic import BaseModel
 from serving.api_models import ScoreRequest
 
 ROOT = Path(__file__).resolve().parents[1]
-KEY = "bench-key"
+KEY = "bench-key-0123456789"  # 16+ characters, as the service requires
 TARGET_P99_MS = 25.0
 TARGET_RPS_RATIO = 0.60
 

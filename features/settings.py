@@ -58,6 +58,12 @@ class Settings(BaseSettings):
     reload_seconds: float = Field(
         30.0, gt=0, description="How often the service checks for a new snapshot or champion."
     )
+    max_request_bytes: int = Field(
+        4 * 1024 * 1024,
+        gt=0,
+        description="Largest request body the service reads (bytes); a larger one is answered "
+        "413 before it is parsed. The default holds a full /score request of feature rows.",
+    )
 
     @property
     def resolved_tracking_uri(self) -> str:

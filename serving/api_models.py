@@ -10,11 +10,14 @@ of the raw model score (TreeSHAP for LightGBM): contributions plus the base valu
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, GetJsonSchemaHandler, model_validator
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 MAX_ACCOUNTS = 1000  # per /score request: enough for a CSM's book, small enough to stay fast
+MAX_UNKNOWN_FIELDS = 20  # an error names this many unknown fields, then counts the rest
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 AccountId = Annotated[str, Field(min_length=1, max_length=200, examples=["acct_000042"])]
@@ -23,11 +26,52 @@ AccountId = Annotated[str, Field(min_length=1, max_length=200, examples=["acct_0
 class _Body(BaseModel):
     """A request body: strict types, and unknown fields are an error, not silently dropped.
 
+    Unknown fields are one error naming the first few, not one error each as pydantic's
+    `extra="forbid"` reports them: a body of 200,000 made-up keys meant 200,000 errors, ~9 s
+    of server time and an error body of tens of MB. So extra fields are let in and refused
+    after validation (a "before" validator would do it sooner, but pydantic then validates
+    the body as Python, not JSON, and strict mode refuses dates sent as strings); the JSON
+    schema still says `additionalProperties: false`.
+
     Model-level examples use OpenAPI 3.0's `example`: BentoML 1.4 builds its OpenAPI schema
     objects from the JSON schema and fails on a model-level `examples` key.
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    @model_validator(mode="after")
+    def _no_unknown_fields(self) -> Self:
+        unknown = [str(k) for k in self.model_extra or {}]
+        if unknown:
+            shown = [k if len(k) <= 40 else f"{k[:40]}..." for k in unknown[:MAX_UNKNOWN_FIELDS]]
+            more = len(unknown) - len(shown)
+            raise ValueError(
+                f"{len(unknown)} unknown field(s) {shown}{f' and {more} more' if more else ''}; "
+                f"known: {', '.join(type(self).model_fields)}"
+            )
+        return self
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        schema["additionalProperties"] = False
+        return schema
+
+
+def feature_row_example(features: list[str], categorical: dict[str, list[str]]) -> dict[str, Any]:
+    """A `features` object the served models accept: every feature they need, typed right.
+
+    A row must name every model feature (a missing one is answered 400), and the features
+    depend on the dataset (one per quota metric, say), so no fixed example could be sent as
+    is: the service puts this one, made from its models, into its OpenAPI document. Values are
+    placeholders (0, or a categorical feature's first level), not an account's data.
+    """
+    return {
+        name: (categorical[name][0] if categorical[name] else None) if name in categorical else 0
+        for name in features
+    }
 
 
 # --- pieces ----------------------------------------------------------------------------------
@@ -110,11 +154,12 @@ class FeatureRow(_Body):
     """Features of one account computed by the caller (instead of the served snapshot)."""
 
     account_id: AccountId = Field(description="Identifier echoed back in the result.")
+    # No static example: the served document gets a complete one (`feature_row_example`).
     features: dict[str, FiniteFloat | str | None] = Field(
-        description="Every model feature by name, as GET /model_info lists them (the "
-        "example shows four): null when unknown; a missing or unknown name is answered 400. "
-        "Categorical features (e.g. `segment`) are strings, the rest numbers.",
-        examples=[{"plan_tier": 2, "mrr": 400.0, "segment": "smb", "seats": 10}],
+        description="Every model feature by name, as GET /model_info lists them (the example "
+        "lists those of the served models, with placeholder values): null when unknown; a "
+        "missing or unknown name is answered 400. Categorical features (e.g. `segment`) are "
+        "strings, the rest numbers.",
     )
     as_of: date | None = Field(
         None, description="Date the features describe (default: the served snapshot's)."
@@ -138,7 +183,6 @@ class ScoreRequest(_Body):
     """Accounts to score: ids from the served snapshot, or feature rows. Exactly one of them."""
 
     model_config = ConfigDict(
-        extra="forbid",
         strict=True,
         json_schema_extra={
             "example": {"account_ids": ["acct_000042", "acct_000007"]},
@@ -174,7 +218,6 @@ class RankRequest(_Body):
     """Filters and order for the call list."""
 
     model_config = ConfigDict(
-        extra="forbid",
         strict=True,
         json_schema_extra={"example": {"limit": 20, "csm_owner": "csm_09"}},
     )
@@ -198,7 +241,7 @@ class ExplainRequest(_Body):
     """The account to explain."""
 
     model_config = ConfigDict(
-        extra="forbid", strict=True, json_schema_extra={"example": {"account_id": "acct_000042"}}
+        strict=True, json_schema_extra={"example": {"account_id": "acct_000042"}}
     )
 
     account_id: AccountId = Field(description="Account of the served snapshot.")

@@ -11,7 +11,8 @@ Keys are compared in constant time (`hmac.compare_digest` on SHA-256 digests, so
 content nor the length of a key leaks through timing), every key is tried, and neither keys nor
 the header are ever logged. `EXPANSION_AUTH_ENABLED=false` turns authentication off for local
 use. With authentication on and no key configured the service refuses to start
-(`AuthConfigError`) rather than answer 401 to everyone or, worse, to no one.
+(`AuthConfigError`) rather than answer 401 to everyone or, worse, to no one; so it does when a
+key is shorter than `MIN_KEY_LENGTH` (16) characters, which could be guessed.
 """
 
 from __future__ import annotations
@@ -34,19 +35,32 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 PUBLIC_PATHS = frozenset({"/", "/livez", "/healthz", "/readyz", "/docs.json", "/schema.json"})
 PUBLIC_PREFIXES = ("/static_content/",)
 SCHEME = "apiKey"  # name of the security scheme in the OpenAPI document
+MIN_KEY_LENGTH = 16  # characters: a short key is a password someone can guess
 
 
 class AuthConfigError(RuntimeError):
-    """Authentication is required but no API key is configured."""
+    """Authentication is required but no usable API key is configured."""
 
 
 def check_auth_config(settings: Settings) -> None:
-    """Refuse a configuration that would lock everyone out (auth on, no keys)."""
-    if settings.auth_enabled and not settings.api_key_list:
+    """Refuse a configuration that would lock everyone out (auth on, no keys) or let anyone
+    in (a key short enough to guess). The message names a short key by its position only."""
+    if not settings.auth_enabled:
+        return
+    keys = settings.api_key_list
+    if not keys:
         raise AuthConfigError(
             "authentication is on (EXPANSION_AUTH_ENABLED, default true) but EXPANSION_API_KEYS "
             "is empty: set one or more comma-separated API keys, or set "
             "EXPANSION_AUTH_ENABLED=false for local use only"
+        )
+    short = [i for i, key in enumerate(keys, start=1) if len(key) < MIN_KEY_LENGTH]
+    if short:
+        which = ", ".join(f"#{i}" for i in short)
+        verb = "key {} of {} is" if len(short) == 1 else "keys {} of {} are"
+        # Short enough for one line of a piped terminal; the key itself is never shown.
+        raise AuthConfigError(
+            f"EXPANSION_API_KEYS: {verb.format(which, len(keys))} under {MIN_KEY_LENGTH} characters"
         )
 
 

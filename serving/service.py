@@ -18,8 +18,13 @@ Start it with `expansion serve [--host H] [--port N]`, i.e. `serve()` below, whi
 `bentoml serve serving.service:ExpansionService` with the settings passed as `EXPANSION_*`
 environment variables. Authentication (`serving.auth`): `Authorization: Bearer <key>` with a
 key from `EXPANSION_API_KEYS`, on every endpoint but the health probes and the documentation;
-`EXPANSION_AUTH_ENABLED=false` turns it off for local use; with it on and no key the service
-refuses to start.
+`EXPANSION_AUTH_ENABLED=false` turns it off for local use; with it on and no key (or a key
+under 16 characters) the service refuses to start.
+
+Hygiene against careless or hostile clients: a body over `EXPANSION_MAX_REQUEST_BYTES`
+(default 4 MiB) is answered 413 before it is parsed (`BodyLimit`); error bodies name at most
+20 errors and cut echoed input (`error_body`); a 4xx is one log line, a 5xx keeps its traceback
+(`OneLineClientErrors`).
 
 Hot reload, without a restart: a background thread checks every `EXPANSION_RELOAD_SECONDS`
 (default 30) whether `models/snapshot/features.parquet` was replaced (`expansion snapshot`
@@ -58,10 +63,10 @@ import anyio.to_thread
 import bentoml
 import numpy as np
 import pandas as pd
-from bentoml.exceptions import InvalidArgument, NotFound, ServiceUnavailable
+from bentoml.exceptions import BentoMLException, InvalidArgument, NotFound, ServiceUnavailable
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings, get_settings
 from serving.api_models import (
@@ -77,6 +82,7 @@ from serving.api_models import (
     ScoreResponse,
     ServiceInfo,
     SnapshotDescription,
+    feature_row_example,
 )
 from serving.auth import (
     ApiKeyMiddleware,
@@ -324,7 +330,9 @@ def feature_frame(state: ServingState, rows: list[FeatureRow]) -> pd.DataFrame:
         seen.add(row.account_id)
         unknown = sorted(set(row.features) - known)
         if unknown:
-            raise InvalidArgument(f"{where}.features: unknown feature(s) {unknown}")
+            more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            shown = [_clip(name, 60) for name in unknown[:10]]
+            raise InvalidArgument(f"{where}.features: unknown feature(s) {shown}{more}")
         missing = [n for n in names if n not in row.features]
         if missing:
             raise InvalidArgument(
@@ -524,11 +532,38 @@ def _is_json_error(scope: Scope, start: Message) -> bool:
     )
 
 
+# An error names at most this many fields, each part cut to a few words: a body with a million
+# unknown keys (or one 3 MB key) must not come back as an 82 MB error, nor go to the log whole.
+MAX_ERRORS = 20
+MAX_PART_CHARS = 120  # a field's path, which may hold a key the client made up
+MAX_MESSAGE_CHARS = 1200  # a message: ours name up to 20 fields
+MAX_ERROR_CHARS = 4000
+
+
+def _clip(text: str, limit: int = MAX_PART_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how much was left out."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more chars)"
+
+
+def _field_errors(errors: list) -> str:
+    """Pydantic errors as `loc: msg; ...`: the first MAX_ERRORS, then how many more."""
+    shown = [
+        _clip(".".join(str(p) for p in e.get("loc", ())) or "body")
+        + ": "
+        + _clip(str(e.get("msg", "")), MAX_MESSAGE_CHARS)
+        for e in errors[:MAX_ERRORS]
+        if isinstance(e, dict)
+    ]
+    more = len(errors) - MAX_ERRORS
+    return "; ".join(shown) + (f"; and {more} more errors" if more > 0 else "")
+
+
 def error_body(scope: Scope, status: int, body: bytes) -> bytes:
     """Every JSON error as `{"error": ..., "detail": ...}`, naming the fields at fault.
 
     BentoML answers its own 4xx errors as a one-element list and validation errors with a list
-    of pydantic errors; the OpenAPI document promises an object with string fields.
+    of pydantic errors; the OpenAPI document promises an object with string fields. Long lists
+    and long echoed input are cut (MAX_ERRORS, MAX_ERROR_CHARS).
     """
     try:
         data = json.loads(body)
@@ -540,19 +575,84 @@ def error_body(scope: Scope, status: int, body: bytes) -> bytes:
         data = {"error": str(data)}
     detail = data.get("detail")
     if isinstance(detail, list):  # pydantic errors: name each field
-        fields = "; ".join(
-            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'body'}: {e.get('msg', '')}"
-            for e in detail
-            if isinstance(e, dict)
-        )
+        fields = _field_errors(detail)
         data = {"error": f"invalid request: {fields}", "detail": fields}
     elif detail is not None and not isinstance(detail, str):
         data["detail"] = json.dumps(detail)
     if status == HTTPStatus.SERVICE_UNAVAILABLE:
         data["error"] = "not ready: models or snapshot not loaded yet (see /readyz, server log)"
     data.setdefault("error", HTTPStatus(status).phrase)
-    error = ErrorBody.model_validate({k: data.get(k) for k in ("error", "detail")})
+    clipped = {
+        k: None if data.get(k) is None else _clip(str(data[k]), MAX_ERROR_CHARS)
+        for k in ("error", "detail")
+    }
+    error = ErrorBody.model_validate(clipped)
     return error.model_dump_json(exclude_none=True).encode()
+
+
+class BodyLimit:
+    """ASGI middleware: answer 413 to a request body over `max_request_bytes`, unparsed.
+
+    A declared Content-Length over the limit is refused without reading a byte; any other body
+    (chunked, or a Content-Length a client lied about) is read here, counted as it streams, and
+    refused as soon as it passes the limit, then handed on whole. BentoML reads every body whole
+    before parsing it, so buffering it here costs nothing more and bounds that read.
+    """
+
+    def __init__(self, app: ASGIApp, settings: Settings | None = None) -> None:
+        self.app = app
+        self.limit = (settings or get_settings()).max_request_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send, f"Content-Length is {int(declared)} bytes")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client left: nothing to answer
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.limit:
+                await self._refuse(send, f"more than {self.limit} bytes were sent")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()  # after the body: wait for the client to disconnect
+            replayed = True
+            return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+
+        await self.app(scope, replay, send)
+
+    async def _refuse(self, send: Send, detail: str) -> None:
+        body = ErrorBody(
+            error=f"request body too large: the limit is {self.limit} bytes", detail=detail
+        ).model_dump_json()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    # The unread rest of the body would be taken for the next request.
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body.encode()})
 
 
 class RequireJson:
@@ -598,7 +698,8 @@ def document_api(spec: dict[str, Any]) -> dict[str, Any]:
     BentoML inlines each request and response schema and, doing so, keeps only the first
     member of every top-level union (`str | None` becomes `string`); the same schemas sit
     intact under components, so operations refer to those instead. A request body is required
-    when its model has required fields, and a non-JSON body is answered 415 (`RequireJson`).
+    when its model has required fields, a non-JSON body is answered 415 (`RequireJson`) and
+    one over the size limit 413 (`BodyLimit`).
     """
     schemas = spec.get("components", {}).get("schemas", {})
     info = spec.setdefault("info", {})
@@ -623,15 +724,88 @@ def document_api(spec: dict[str, Any]) -> dict[str, Any]:
         operation["responses"].setdefault(
             "415", {"description": "Unsupported Media Type", "content": error}
         )
+        operation["responses"].setdefault(
+            "413", {"description": "Request body too large", "content": error}
+        )
     return spec
+
+
+def document_examples(spec: dict[str, Any], state: ServingState) -> dict[str, Any]:
+    """The document's feature-row example: every feature of the served models.
+
+    A row naming only some features is refused, and which features exist depends on the
+    dataset, so the example is made here from the models the server serves.
+    """
+    row = spec.get("components", {}).get("schemas", {}).get("FeatureRow", {})
+    features = row.get("properties", {}).get("features")
+    if features is not None:
+        categorical = {
+            **state.models.propensity.contract.categorical,
+            **state.models.post_upsell.contract.categorical,
+        }
+        features["examples"] = [feature_row_example(state.snapshot.feature_names, categorical)]
+    return spec
+
+
+# The OpenAPI rewrite runs in a middleware, outside the service instance; the instance of this
+# worker process registers its state keeper here so that the document can describe its models.
+_served: dict[str, StateKeeper] = {}
 
 
 def openapi_body(scope: Scope, status: int, body: bytes) -> bytes:
     """The OpenAPI document: exact schemas, this API's description and its API-key scheme."""
     spec = document_api(json.loads(body))
+    keeper = _served.get("keeper")
+    if keeper is not None and keeper.state is not None:
+        spec = document_examples(spec, keeper.state)
     if get_settings().auth_enabled:
         spec = document_auth(spec)
     return json.dumps(spec).encode()
+
+
+class OneLineClientErrors(logging.Filter):
+    """Log a request the client got wrong (4xx) as one line, not as a traceback.
+
+    BentoML's API wrapper logs every exception it answers with `log_exception` ("Exception on
+    <path> [<method>]", with the traceback) on the `bentoml._internal.server.http_app` logger:
+    fuzzing wrote 551 MB of log in 11 minutes, and one pydantic error with a million entries
+    is a 171 MB record. This turns each 4xx into `<method> <path> <status>: <reason>` at WARNING;
+    server errors (5xx, anything unexpected) keep their traceback.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        status = _client_error_status(exc)
+        if status is None:
+            return True
+        args = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else None
+        path, method = args or ("?", "?")  # log_exception's ("Exception on %s [%s]", path, method)
+        record.msg, record.args = "%s %s %d: %s", (method, _clip(str(path)), status, _reason(exc))
+        record.exc_info, record.exc_text = None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _client_error_status(exc: BaseException | None) -> int | None:
+    """The 4xx BentoML answers `exc` with, None for a server error (or no exception)."""
+    if isinstance(exc, ValidationError):
+        # The request body's model (BentoML wraps it as `<Model>IODescriptor`); a response
+        # model failing to build is our bug, though BentoML answers it 400 too.
+        return 400 if exc.title.endswith("IODescriptor") else None
+    if isinstance(exc, BentoMLException) and 400 <= exc.error_code.value < 500:
+        return int(exc.error_code.value)
+    return None
+
+
+def _reason(exc: BaseException | None) -> str:
+    if isinstance(exc, ValidationError):
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        return f"{len(errors)} validation error(s): {_field_errors(errors[:3])}"
+    text = str(exc).strip().splitlines()
+    return _clip(text[0] if text else type(exc).__name__, 300)
+
+
+logging.getLogger("bentoml._internal.server.http_app").addFilter(OneLineClientErrors())
 
 
 # --- the service -----------------------------------------------------------------------------
@@ -649,6 +823,7 @@ class ExpansionService:
         check_auth_config(self.settings)  # refuse to start: auth on and no key
         self.interval = self.settings.reload_seconds
         self.keeper = StateKeeper(self.settings, self.interval)
+        _served["keeper"] = self.keeper
         self.keeper.start()
 
     def __is_ready__(self) -> bool:
@@ -718,10 +893,12 @@ class ExpansionService:
         return describe(state, self.interval)
 
 
-# Outermost first: the OpenAPI rewrite, error bodies, the key check, then JSON only.
+# Outermost first: the OpenAPI rewrite, error bodies, the key check, the body limit, then JSON
+# only.
 ExpansionService.add_asgi_middleware(JsonRewrite, select=_is_openapi, transform=openapi_body)
 ExpansionService.add_asgi_middleware(JsonRewrite, select=_is_json_error, transform=error_body)
 ExpansionService.add_asgi_middleware(ApiKeyMiddleware)
+ExpansionService.add_asgi_middleware(BodyLimit)
 ExpansionService.add_asgi_middleware(RequireJson)
 
 
@@ -804,27 +981,69 @@ def wait_until_ready(
 
 
 def stop_server(process: subprocess.Popen, timeout: float = 15.0) -> None:
-    """Stop a server started by `start_server`: SIGTERM to its group, SIGKILL if it lingers."""
+    """Stop a server started by `start_server` and every process under it.
+
+    SIGTERM to its group, SIGKILL if it lingers. BentoML's workers run in sessions of their
+    own, out of reach of the group's signals, and the arbiter stops them on SIGTERM; a worker
+    that outlives it (the arbiter killed) would keep the port, so whatever remains of the
+    processes found under it is killed too.
+    """
+    import psutil
+
     if process.poll() is not None:
         return
+    try:
+        family = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        family = []
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=timeout)
+    _, alive = psutil.wait_procs(family, timeout=timeout)
+    for child in alive:
+        child.kill()
+    psutil.wait_procs(alive, timeout=timeout)
+
+
+class _Stopped(Exception):
+    """SIGTERM, SIGINT or SIGHUP arrived while serving in the foreground."""
 
 
 def serve(host: str = "127.0.0.1", port: int = 3000, settings: Settings | None = None) -> int:
     """Run the API in the foreground until interrupted; returns the server's exit code.
 
+    SIGINT (Ctrl-C), SIGTERM (`kill`, a service manager) and SIGHUP (the terminal closed) stop
+    the server and its workers before returning 0: the server runs in its own session, so
+    without this it would outlive us and keep the port.
     Raises `AuthConfigError` before starting when authentication is on and no key is set.
     Bind `host="0.0.0.0"` to accept connections from other machines (e.g. in a container).
     """
     settings = settings or get_settings()
-    process = start_server(settings, host=host, port=port)
+
+    def stopped(signum: int, frame: Any) -> None:
+        raise _Stopped(signal.Signals(signum).name)
+
+    # Installed before the child starts: a signal in between must not orphan it. SIGINT too,
+    # though Python raises KeyboardInterrupt for it: a shell starting `expansion serve &` from a
+    # script ignores SIGINT for it, and `kill -INT` should stop it all the same.
+    stops = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {sig: signal.signal(sig, stopped) for sig in stops}
+    process: subprocess.Popen | None = None
     try:
+        process = start_server(settings, host=host, port=port)
         return process.wait()
-    except KeyboardInterrupt:
-        stop_server(process)
+    except (KeyboardInterrupt, _Stopped):
         return 0
+    finally:
+        # No second signal may cut the stop short (it ends with SIGKILL within 2 x 15 s).
+        for sig in previous:
+            signal.signal(sig, signal.SIG_IGN)
+        try:
+            if process is not None:
+                stop_server(process)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

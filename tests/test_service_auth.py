@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from features.settings import Settings
-from serving.auth import ApiKeyMiddleware, AuthConfigError, check_auth_config, document_auth
-from serving.service import error_body, start_server
+from serving.auth import (
+    MIN_KEY_LENGTH,
+    ApiKeyMiddleware,
+    AuthConfigError,
+    check_auth_config,
+    document_auth,
+)
+from serving.service import PROJECT_ROOT, error_body, start_server
+
+# Keys as long as the service requires (MIN_KEY_LENGTH); the middleware itself takes any.
+KEY_ONE, KEY_TWO = "key-one-0123456789", "key-two-0123456789"
 
 
 async def _ok(scope, receive, send):
@@ -44,30 +57,62 @@ def test_auth_on_without_keys_refuses_to_start(tmp_path):
     check_auth_config(Settings(models_dir=tmp_path, auth_enabled=False))
 
 
+def test_short_api_keys_are_refused_at_start(tmp_path):
+    short, enough = "s" * (MIN_KEY_LENGTH - 1), "e" * MIN_KEY_LENGTH
+    settings = Settings(models_dir=tmp_path, api_keys=f"{enough},{short}")
+    with pytest.raises(AuthConfigError, match=r"key #2 of 2 is under 16 characters") as refused:
+        check_auth_config(settings)
+    assert short not in str(refused.value) and "\n" not in str(refused.value)
+    with pytest.raises(AuthConfigError):  # before any process is started
+        start_server(settings, port=1)
+    check_auth_config(Settings(models_dir=tmp_path, api_keys=enough))
+    check_auth_config(Settings(models_dir=tmp_path, api_keys=short, auth_enabled=False))
+
+
+def test_expansion_serve_with_a_short_key_says_so_in_one_line(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXPANSION_")}
+    env.update(EXPANSION_API_KEYS="too-short", PYTHONPATH=str(PROJECT_ROOT))
+    result = subprocess.run(
+        # An address no server can bind: should the check let it through, nothing keeps running.
+        [str(Path(sys.executable).parent / "expansion"), "serve", "--host", "256.0.0.1"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "EXPANSION_API_KEYS: key #1 of 1 is under 16 characters" in lines[0]
+    assert "too-short" not in result.stderr + result.stdout
+
+
 @pytest.mark.parametrize(
     ("header", "status"),
     [
         (None, 401),
         ("Bearer wrong", 401),
-        ("Bearer key-one-extra", 401),
-        ("Basic key-one", 401),
+        (f"Bearer {KEY_ONE}-extra", 401),
+        (f"Basic {KEY_ONE}", 401),
         ("Bearer", 401),
-        ("Bearer key-one", 200),
-        ("bearer  key-two ", 200),
+        (f"Bearer {KEY_ONE}", 200),
+        (f"bearer  {KEY_TWO} ", 200),
     ],
 )
 def test_api_key_is_required(tmp_path, header, status):
-    settings = Settings(models_dir=tmp_path, api_keys="key-one, key-two")
+    settings = Settings(models_dir=tmp_path, api_keys=f"{KEY_ONE}, {KEY_TWO}")
     code, headers, body = _call(settings, "POST", "/score", header)
     assert code == status
     if status == 401:
         assert json.loads(body)["error"] == "missing or invalid API key"
         assert headers[b"www-authenticate"].startswith(b"Bearer")
-        assert b"key-one" not in body
+        assert KEY_ONE.encode() not in body
 
 
 def test_health_is_public_and_auth_can_be_switched_off(tmp_path):
-    settings = Settings(models_dir=tmp_path, api_keys="key-one")
+    settings = Settings(models_dir=tmp_path, api_keys=KEY_ONE)
     public = ("/livez", "/readyz", "/docs.json", "/schema.json", "/", "/static_content/a.css")
     for path in public:
         assert _call(settings, "GET", path)[0] == 200
@@ -121,6 +166,6 @@ def test_reload_interval_from_the_environment(monkeypatch):
 
 
 def test_api_keys_never_print(monkeypatch):
-    settings = Settings(api_keys="very-secret-key")
+    settings = Settings(api_keys="very-secret-key-0123")
     assert "very-secret-key" not in repr(settings) and "very-secret-key" not in str(settings)
-    assert settings.api_key_list == ["very-secret-key"]
+    assert settings.api_key_list == ["very-secret-key-0123"]
