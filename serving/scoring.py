@@ -416,11 +416,12 @@ def reason_records(
     """Reason records of each row of `contrib` (values at `rows` of `values`); see `explain`."""
     families = _families(tuple(names))
     order = np.argsort(-contrib if top is not None else -np.abs(contrib), axis=1)
+    ranked = np.take_along_axis(contrib, order, axis=1)
     out = []
-    for i, row in enumerate(rows):
+    for i, row in enumerate(np.asarray(rows).tolist()):
         records, seen = [], set()
-        for j in order[i]:
-            c = float(contrib[i, j])
+        # Python lists per row: the loop below reads a few cells, numpy scalars cost more.
+        for j, c in zip(order[i].tolist(), ranked[i].tolist(), strict=True):
             if top is not None and (len(records) >= top or c <= 0):
                 break
             if top is not None and families[j] in seen:
