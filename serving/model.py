@@ -92,6 +92,22 @@ def fit_linear(
     return scorer
 
 
+def float_matrix(frame: pd.DataFrame, names: list[str]) -> np.ndarray:
+    """Columns `names` of `frame` as one float64 matrix, NaN for missing or non-numbers.
+
+    One block conversion when every column is numeric (the usual case: one pandas call instead
+    of one per column); otherwise column by column with `pd.to_numeric(errors="coerce")`.
+    """
+    block = frame[names]
+    if all(pd.api.types.is_numeric_dtype(t) for t in block.dtypes):
+        return block.to_numpy(dtype="float64", na_value=np.nan).reshape(len(frame), len(names))
+    out = np.empty((len(frame), len(names)))
+    for i, name in enumerate(names):
+        column = pd.to_numeric(block[name], errors="coerce")
+        out[:, i] = column.to_numpy(dtype="float64", na_value=np.nan)
+    return out
+
+
 class ScoringModel:
     """A fitted, calibrated scorer with its contract."""
 
@@ -111,6 +127,7 @@ class ScoringModel:
         # The explainer's tables are rebuilt from the booster at load: never in the artifact.
         state = self.__dict__.copy()
         state.pop("_tree_shap", None)
+        state.pop("_linear_base", None)  # derived from the scorer, rebuilt on first use
         return state
 
     @property
@@ -133,38 +150,53 @@ class ScoringModel:
     # --- inputs ----------------------------------------------------------------------------
     def frame(self, features: pd.DataFrame) -> pd.DataFrame:
         """The model's columns in model order, categories rebuilt from the recorded levels."""
+        self._check_columns(features)
+        numeric = [f for f in self.contract.features if f not in self.contract.categorical]
+        block = iter(float_matrix(features, numeric).T)
+        columns = {}
+        for name in self.contract.features:
+            levels = self.contract.categorical.get(name)
+            if levels is None:
+                columns[name] = next(block)
+            else:
+                values = features[name].astype(object)
+                columns[name] = pd.Categorical(values.where(values.notna(), None), levels)
+        return pd.DataFrame(columns, index=features.index)
+
+    def lgb_matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """The booster's numeric input, converted as LightGBM converts a pandas frame of `frame`.
+
+        Categories become their codes in the booster's training levels, unknown ones NaN.
+        Built straight into one numpy array: no per-column pandas work on the numbers.
+        """
+        self._check_columns(features)
+        names = self.contract.features
+        numeric = [i for i, f in enumerate(names) if f not in self.contract.categorical]
+        x = np.empty((len(features), len(names)))
+        x[:, numeric] = float_matrix(features, [names[i] for i in numeric])
+        booster_levels = iter(self.booster.pandas_categorical or [])
+        for i, name in enumerate(names):
+            if name not in self.contract.categorical:
+                continue
+            values = features[name].astype(object)
+            column = pd.Categorical(
+                values.where(values.notna(), None), self.contract.categorical[name]
+            ).set_categories(next(booster_levels))
+            x[:, i] = np.where(column.codes >= 0, column.codes, np.nan)
+        return x
+
+    def _check_columns(self, features: pd.DataFrame) -> None:
         missing = [f for f in self.contract.features if f not in features.columns]
         if missing:
             raise KeyError(f"{self.contract.name}: missing feature columns {missing}")
-        out = features[self.contract.features].copy()
-        for name, levels in self.contract.categorical.items():
-            values = out[name].astype(object).where(out[name].notna(), None)
-            out[name] = pd.Categorical(values, categories=levels)
-        for name in self.contract.features:
-            if name not in self.contract.categorical:
-                out[name] = pd.to_numeric(out[name], errors="coerce").astype("float64")
-        return out
-
-    def lgb_matrix(self, features: pd.DataFrame) -> np.ndarray:
-        """The booster's numeric input, converted as LightGBM converts a pandas frame.
-
-        Categories become their codes in the booster's training levels, unknown ones NaN.
-        """
-        x = self.frame(features)
-        levels = iter(self.booster.pandas_categorical or [])
-        for name in x.columns:
-            if isinstance(x[name].dtype, pd.CategoricalDtype):
-                column = x[name].cat.set_categories(next(levels))
-                x[name] = column.cat.codes.astype("float64").where(column.cat.codes >= 0)
-        return x.to_numpy(dtype="float64", na_value=np.nan)
 
     # --- outputs ---------------------------------------------------------------------------
     def margin(self, features: pd.DataFrame) -> np.ndarray:
         """Raw score in log-odds, before calibration."""
-        x = self.frame(features)
         if self.booster is not None:
-            return self.booster.predict(x, raw_score=True)
-        return self.linear.margin(x)
+            # The matrix LightGBM would build from `frame(features)`: the same numbers.
+            return self.booster.predict(self.lgb_matrix(features), raw_score=True)
+        return self.linear.margin(self.frame(features))
 
     def calibrate(self, margin: np.ndarray) -> np.ndarray:
         """The calibrated probability, inside what the calibration rows support.
@@ -190,37 +222,57 @@ class ScoringModel:
         """Per-feature contributions to the margin, and the base value, per row.
 
         For LightGBM: the values of its TreeSHAP (`pred_contrib`, the same as shap's
-        TreeExplainer), computed by `serving.treeshap`.
+        TreeExplainer), computed by `serving.treeshap`. For the linear model: each standardized
+        column's coefficient times its distance from the training means, summed per feature.
+        """
+        contrib = self.matrix_contributions(self.input_matrix(features))
+        return contrib[:, :-1], contrib[:, -1]
+
+    def input_matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """What `matrix_contributions` explains: `lgb_matrix`, or the linear design matrix.
+
+        Rows of it can be converted once (per snapshot) and explained many times.
         """
         if self.booster is not None:
-            contrib = self.matrix_contributions(self.lgb_matrix(features))
-            return contrib[:, :-1], contrib[:, -1]
-        x = self.frame(features)
-        z, owners = self.linear.design(x)
-        z_mean, _ = self.linear.design(self._reference_row(x))
-        parts = (z - z_mean) * self.linear.coef
-        out = np.zeros((len(x), len(self.contract.features)))
-        index = {name: i for i, name in enumerate(self.contract.features)}
-        for col, owner in enumerate(owners):
-            out[:, index[owner]] += parts[:, col]
-        base = float(z_mean[0] @ self.linear.coef + self.linear.intercept)
-        return out, np.full(len(x), base)
+            return self.lgb_matrix(features)
+        return self.linear.design(self.frame(features))[0]
 
     def matrix_contributions(self, matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
-        """`pred_contrib` for rows of `lgb_matrix` (features, then the base value)."""
+        """`pred_contrib` for rows of `input_matrix` (features, then the base value)."""
+        if self.booster is None:
+            return self._linear_contributions(matrix)
         if self.tree_shap is not None:
             return self.tree_shap.shap_values(matrix, threads=threads)
         threading = {} if threads is None else {"num_threads": threads}
         return self.booster.predict(matrix, pred_contrib=True, **threading)
 
-    def _reference_row(self, x: pd.DataFrame) -> pd.DataFrame:
-        """The training means (numbers) and no category: the linear model's base point."""
-        ref = x.iloc[:1].copy()
-        for i, name in enumerate(self.linear.numeric):
-            ref[name] = self.linear.means[i]
-        for name, levels in self.linear.categorical.items():
-            ref[name] = pd.Categorical([None], categories=levels)
-        return ref
+    def _linear_contributions(self, z: np.ndarray) -> np.ndarray:
+        z_mean, owners, base = self._linear_reference()
+        parts = (z - z_mean) * self.linear.coef
+        out = np.zeros((len(z), len(self.contract.features) + 1))
+        for col, owner in enumerate(owners):
+            out[:, owner] += parts[:, col]
+        out[:, -1] = base
+        return out
+
+    def _linear_reference(self) -> tuple[np.ndarray, list[int], float]:
+        """The linear model's base point (training means, no category) in design space, the
+        feature index of each design column, and the base value; computed once per model."""
+        if "_linear_base" not in self.__dict__:
+            ref = pd.DataFrame(
+                {
+                    **{n: [m] for n, m in zip(self.linear.numeric, self.linear.means, strict=True)},
+                    **{
+                        n: pd.Categorical([None], categories=levels)
+                        for n, levels in self.linear.categorical.items()
+                    },
+                }
+            )
+            z_mean, owners = self.linear.design(ref)
+            index = {name: i for i, name in enumerate(self.contract.features)}
+            base = float(z_mean[0] @ self.linear.coef + self.linear.intercept)
+            self.__dict__["_linear_base"] = (z_mean, [index[o] for o in owners], base)
+        return self.__dict__["_linear_base"]
 
 
 def probability_bounds(calibration_rows: int) -> list[float]:

@@ -16,6 +16,7 @@ log-odds, and `Models.model_source` says which scorer ran and why.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +28,7 @@ from features.registry import FEATURES, default_label, feature_list
 from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
 from serving.baseline import RuleBaseline, rule_baseline
-from serving.model import ScoringModel, outside_training_range
+from serving.model import ScoringModel, float_matrix, outside_training_range
 from serving.registry import (
     ModelContractError,
     ModelInfo,
@@ -330,6 +331,53 @@ def rank_accounts(
     return ranked.head(limit) if limit is not None else ranked
 
 
+class RankIndex:
+    """`rank_accounts` for a scored snapshot, with the sorting done once at load.
+
+    Both sort orders are computed when the snapshot is loaded; a request then only filters
+    the pre-sorted positions (a few numpy comparisons on integer codes), instead of copying and
+    sorting every account. Same order as `rank_accounts`: key descending, missing keys last,
+    ties by account_id.
+    """
+
+    def __init__(self, scored: pd.DataFrame) -> None:
+        ids = scored["account_id"].to_numpy(dtype=object)
+        by_id = np.argsort(np.argsort(ids, kind="stable"), kind="stable")
+        self.orders = {}
+        for sort, column in {"net_value": "expected_net_value", "propensity": "p_expand"}.items():
+            key = pd.to_numeric(scored[column], errors="coerce").to_numpy(dtype="float64")
+            missing = np.isnan(key)
+            self.orders[sort] = np.lexsort((by_id, -np.where(missing, 0.0, key), missing))
+        self.suppressed = scored["suppressed"].to_numpy(dtype=bool)
+        self.mrr = scored["mrr"].fillna(0).to_numpy(dtype="float64")
+        self.codes, self.levels = {}, {}
+        for column in ("csm_owner", "segment"):
+            codes, uniques = pd.factorize(scored[column])
+            self.codes[column] = codes
+            self.levels[column] = {v: k for k, v in enumerate(uniques)}
+
+    def positions(
+        self,
+        *,
+        sort: str = "net_value",
+        include_suppressed: bool = False,
+        csm_owner: str | None = None,
+        segment: str | None = None,
+        min_mrr: float | None = None,
+    ) -> np.ndarray:
+        """Rows of the scored frame that match, in rank order (rank = index + 1)."""
+        order = self.orders[sort]
+        keep = np.ones(len(order), dtype=bool)
+        if not include_suppressed:
+            keep &= ~self.suppressed
+        for column, wanted in (("csm_owner", csm_owner), ("segment", segment)):
+            if wanted is not None:
+                keep &= self.codes[column] == self.levels[column].get(wanted, -2)
+        if min_mrr is not None:
+            keep &= self.mrr >= min_mrr
+        return order[keep[order]]
+
+
 # --- explanations -----------------------------------------------------------------------------
 
 
@@ -345,6 +393,12 @@ def _family(name: str) -> str:
     return _FAMILIES.get(name, "quota" if name.startswith("quota_") else name)
 
 
+@functools.lru_cache(maxsize=8)
+def _families(names: tuple[str, ...]) -> list[str]:
+    return [_family(n) for n in names]
+
+
+@functools.lru_cache(maxsize=4096)  # called for every reason; labels never change
 def humanize(name: str) -> str:
     """A plain-language label for a feature column."""
     return LABELS.get(name) or default_label(name)
@@ -397,6 +451,79 @@ def out_of_range_reason(name: str, value: float, side: str, bound: float) -> dic
     }
 
 
+@dataclass
+class CellValues:
+    """Feature values of rows as numpy arrays, for reason texts without per-cell pandas access.
+
+    `numbers` holds every feature as float64 (NaN when missing; NaN in categorical columns),
+    `labels` the categorical columns' raw values by column position.
+    """
+
+    numbers: np.ndarray
+    labels: dict[int, np.ndarray]
+
+    @classmethod
+    def of(cls, model: ScoringModel, frame: pd.DataFrame) -> CellValues:
+        names, categorical = model.contract.features, model.contract.categorical
+        numeric = [i for i, n in enumerate(names) if n not in categorical]
+        numbers = np.full((len(frame), len(names)), np.nan)
+        numbers[:, numeric] = float_matrix(frame, [names[i] for i in numeric])
+        labels = {
+            i: frame[n].to_numpy(dtype=object) for i, n in enumerate(names) if n in categorical
+        }
+        return cls(numbers, labels)
+
+    def value(self, row: int, col: int) -> float | str | None:
+        """One cell as a reason shows it: a float, a label, or None when missing."""
+        if col in self.labels:
+            v = self.labels[col][row]
+            if isinstance(v, str) or v is None:
+                return v
+            return None if pd.isna(v) else float(v)
+        v = float(self.numbers[row, col])
+        return None if math.isnan(v) else v
+
+
+def reason_records(
+    names: list[str],
+    contrib: np.ndarray,
+    values: CellValues,
+    rows: np.ndarray,
+    top: int | None = None,
+    beyond: list[list[tuple]] | None = None,
+) -> list[list[dict]]:
+    """Reason records of each row of `contrib` (values at `rows` of `values`); see `explain`.
+
+    `beyond[i]` (from `serving.model.outside_training_range`) flags row i's values outside the
+    range seen in training; each becomes a record after the reasons."""
+    families = _families(tuple(names))
+    order = np.argsort(-contrib if top is not None else -np.abs(contrib), axis=1)
+    ranked = np.take_along_axis(contrib, order, axis=1)
+    out = []
+    for i, row in enumerate(np.asarray(rows).tolist()):
+        records, seen = [], set()
+        # Python lists per row: the loop below reads a few cells, numpy scalars cost more.
+        for j, c in zip(order[i].tolist(), ranked[i].tolist(), strict=True):
+            if top is not None and (len(records) >= top or c <= 0):
+                break
+            if top is not None and families[j] in seen:
+                continue  # one reason per family: the strongest
+            seen.add(families[j])
+            v = values.value(row, j)
+            records.append(
+                {
+                    "feature": names[j],
+                    "value": v,
+                    "contribution": c,
+                    "text": f"{describe(names[j], v)} ({c:+.2f})",
+                }
+            )
+        if beyond is not None:
+            records += [out_of_range_reason(*flag) for flag in beyond[i]]
+        out.append(records)
+    return out
+
+
 def explain(
     model: ScoringModel | RuleBaseline, frame: pd.DataFrame, top: int | None = None
 ) -> tuple[list[list[dict]], np.ndarray]:
@@ -410,35 +537,10 @@ def explain(
     """
     contrib, base = model.contributions(frame)
     names = model.contract.features
-    families = [_family(n) for n in names]
-    values = frame[names]
-    beyond = outside_training_range(model.contract, values) if top is not None else None
-    out = []
-    for i in range(len(frame)):
-        order = np.argsort(-contrib[i]) if top is not None else np.argsort(-np.abs(contrib[i]))
-        records, seen = [], set()
-        for j in order:
-            c = float(contrib[i, j])
-            if top is not None and (len(records) >= top or c <= 0):
-                break
-            if top is not None and families[j] in seen:
-                continue  # one reason per family: the strongest
-            seen.add(families[j])
-            v = values.iat[i, j]
-            v = None if (not isinstance(v, str) and pd.isna(v)) else v
-            v = v if isinstance(v, str) or v is None else float(v)
-            records.append(
-                {
-                    "feature": names[j],
-                    "value": v,
-                    "contribution": c,
-                    "text": f"{describe(names[j], v)} ({c:+.2f})",
-                }
-            )
-        if beyond is not None:
-            records += [out_of_range_reason(*flag) for flag in beyond[i]]
-        out.append(records)
-    return out, base
+    values = CellValues.of(model, frame)
+    rows = np.arange(len(frame))
+    beyond = outside_training_range(model.contract, frame[names]) if top is not None else None
+    return reason_records(names, contrib, values, rows, top, beyond), base
 
 
 def reasons_line(records: list[dict]) -> str:
@@ -490,34 +592,49 @@ def attach_reasons(
 class ExplainerInputs:
     """One model's inputs for every account of a snapshot, converted once.
 
-    Converting rows to model inputs costs milliseconds even for a single row (one pandas
-    operation per column). A service that explains one account per request converts the whole
-    snapshot when it loads it and then explains any rows with one explainer call on a numpy
-    slice: the numbers LightGBM derives from the pandas frame, so the same contributions.
+    Converting rows to model inputs costs milliseconds even for a single row (pandas work per
+    column). A service that explains one account per request converts the whole snapshot when
+    it loads it and then explains any rows with one explainer call on a numpy slice: the
+    numbers LightGBM derives from the pandas frame, so the same contributions. The values
+    shown in reason texts are kept as arrays too (`CellValues`).
     """
 
     model: ScoringModel
-    frame: pd.DataFrame  # the model's raw columns by account_id: the values in reason texts
-    matrix: np.ndarray | None  # LightGBM input (categories as codes); None for a linear model
-
-
-class _KnownContributions:
-    """Stands in for a model in `explain` when the contributions are already computed."""
-
-    def __init__(self, model: ScoringModel, contrib: np.ndarray, base: np.ndarray) -> None:
-        self.contract = model.contract
-        self._result = (contrib, base)
-
-    def contributions(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return self._result
+    matrix: np.ndarray  # `ScoringModel.input_matrix`: LightGBM's input or the linear design
+    values: CellValues  # the raw values, for the reason texts
+    # per row, the values outside the range seen in training (`outside_training_range`)
+    beyond: list[list[tuple]]
 
 
 def prepare_explainer(model: ScoringModel, frame: pd.DataFrame) -> ExplainerInputs:
-    """Convert every row of `frame` to the model's input matrix once (LightGBM models)."""
-    frame = frame[model.contract.features]  # fewer columns to slice per request
-    if model.booster is None:
-        return ExplainerInputs(model, frame, None)
-    return ExplainerInputs(model, frame, model.lgb_matrix(frame))
+    """Convert every row of `frame` to the model's input matrix once."""
+    return ExplainerInputs(
+        model,
+        model.input_matrix(frame),
+        CellValues.of(model, frame),
+        outside_training_range(model.contract, frame[model.contract.features]),
+    )
+
+
+def prepare_churn_explainer(models: Models, snapshot: Snapshot) -> ExplainerInputs:
+    """The post-upsell model's inputs for every account's likely next step, converted once.
+
+    They depend only on the snapshot and the price list, so /explain need not rebuild them
+    (`next_steps`, `prospective_inputs`) per request.
+    """
+    frame = snapshot.features
+    metadata = models.post_upsell.contract.metadata
+    inputs = prospective_inputs(frame, next_steps(frame, snapshot.plans), metadata)
+    return prepare_explainer(models.post_upsell, inputs)
+
+
+def contributions_at(
+    inputs: ExplainerInputs, positions: list[int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Contributions and base values of the rows at `positions` of a prepared snapshot."""
+    # One thread: starting threads costs more than a few rows take (100x on a busy machine).
+    contrib = inputs.model.matrix_contributions(inputs.matrix[positions], threads=1)
+    return contrib[:, :-1], contrib[:, -1]
 
 
 def explain_at(
@@ -526,10 +643,19 @@ def explain_at(
     """`explain` for the rows at `positions` of a prepared snapshot, without re-converting."""
     if not positions:
         return [], np.zeros(0)
-    rows = inputs.frame.iloc[positions]
-    if inputs.matrix is None:
-        return explain(inputs.model, rows, top=top)
-    # One thread: starting threads costs more than a few rows take (100x on a busy machine).
-    contrib = inputs.model.matrix_contributions(inputs.matrix[positions], threads=1)
-    known = _KnownContributions(inputs.model, contrib[:, :-1], contrib[:, -1])
-    return explain(known, rows, top=top)  # type: ignore[arg-type]
+    contrib, base = contributions_at(inputs, positions)
+    names = inputs.model.contract.features
+    beyond = [inputs.beyond[p] for p in positions] if top is not None else None
+    return reason_records(names, contrib, inputs.values, np.asarray(positions), top, beyond), base
+
+
+def explain_one(inputs: ExplainerInputs, position: int) -> tuple[list[dict], float, float]:
+    """Every contribution of one prepared row, its base value and its raw score (margin).
+
+    The margin is the base value plus the contributions (TreeSHAP is exact: LightGBM's raw
+    score to rounding), so no second pass over the model is needed.
+    """
+    contrib, base = contributions_at(inputs, [position])
+    names = inputs.model.contract.features
+    records = reason_records(names, contrib, inputs.values, np.array([position]), None)
+    return records[0], float(base[0]), float(base[0] + contrib[0].sum())

@@ -35,10 +35,14 @@ or the new one, never a mix. If loading fails (say, a champion whose features di
 service keeps serving what it had and logs why. Before the first successful load `/readyz`
 answers 503 and the thread retries (so the service may start before the first training).
 
-Speed: the snapshot is scored once per load (no explanations); a request looks its accounts
-up, explains only the rows it returns (TreeSHAP on a numpy slice prepared at load, see
-`prepare_explainer`) and runs LightGBM on one thread (`OMP_NUM_THREADS=1`, set by `serve`):
-OpenMP costs more than one row takes, and 100x more on a busy machine.
+Speed: the snapshot is scored once per load (no explanations), and everything a request would
+otherwise rebuild is prepared then too: both models' input matrices (the churn model's for each
+account's likely next step; `prepare_explainer`, `prepare_churn_explainer`), the reason values
+as arrays, the result cells as JSON-ready Python, and both sort orders of the call list
+(`RankIndex`). A request looks its accounts up, explains only the rows it returns (TreeSHAP on
+a numpy slice; /explain's raw score is the base value plus the contributions) and runs on one
+thread (`OMP_NUM_THREADS=1`, set by `serve`): OpenMP costs more than one row takes, and 100x
+more on a busy machine.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
@@ -99,13 +103,12 @@ from serving.scoring import (
     RESULT_COLUMNS,
     ExplainerInputs,
     Models,
+    RankIndex,
     attach_reasons,
-    explain,
     explain_at,
-    next_steps,
+    explain_one,
+    prepare_churn_explainer,
     prepare_explainer,
-    prospective_inputs,
-    rank_accounts,
     reasons_line,
     score_frame,
 )
@@ -117,16 +120,7 @@ log = logging.getLogger("bentoml.expansion")
 SERVICE_TARGET = "serving.service:ExpansionService"
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHAMPION = "champion"
-# What rank_accounts reads: ranking a slim frame copies and sorts far less than the full one.
-RANKING_COLUMNS = [
-    "account_id",
-    "suppressed",
-    "csm_owner",
-    "segment",
-    "mrr",
-    "expected_net_value",
-    "p_expand",
-]
+MAX_EXPLAINED = 20_000  # accounts whose reasons a state keeps (about 1 kB each)
 API_DESCRIPTION = (
     "Ranks B2B SaaS accounts for upsell: which to pitch now, why, and whether the upsell will "
     "stick. Probabilities are calibrated; reasons are TreeSHAP contributions to the raw score "
@@ -164,8 +158,12 @@ class ServingState:
     loaded_at: datetime
     columns: dict[str, np.ndarray]  # scored columns (RESULT_COLUMNS), one row per account
     positions: dict[str, int]  # account_id -> row in `columns` and in the snapshot
-    ranking: pd.DataFrame  # the columns rank_accounts reads, plus `position`
+    ranking: RankIndex  # both sort orders, computed once
     explainer: ExplainerInputs  # propensity inputs, converted once
+    churn_explainer: ExplainerInputs  # post-upsell inputs for each account's next step
+    # Accounts explained so far, by (position, reasons): a snapshot's reasons never change, so
+    # the call list's accounts (the same ones request after request) are explained once.
+    explained: dict[tuple[int, int], dict] = field(default_factory=dict)
 
     @classmethod
     def build(
@@ -178,24 +176,17 @@ class ServingState:
         for model in (models.propensity, models.post_upsell):
             check_feature_contract(model, snapshot.feature_names)
         scored = score_frame(models, snapshot.features, snapshot.plans, settings)
-        ids = scored["account_id"].to_numpy(dtype=object)
-        ranking = scored[RANKING_COLUMNS].assign(
-            # The same order, 3-4x faster on 50k rows: ids as their rank in id order (numbers
-            # sort faster than strings) and the filtered text columns as categories.
-            account_id=np.argsort(np.argsort(ids)),
-            csm_owner=scored["csm_owner"].astype("category"),
-            segment=scored["segment"].astype("category"),
-            position=np.arange(len(scored)),
-        )
         return cls(
             models=models,
             snapshot=snapshot,
             stamp=stamp,
             loaded_at=datetime.now(UTC),
-            columns={c: scored[c].to_numpy() for c in RESULT_COLUMNS},
+            # Cells as JSON-ready Python once per load, not per request.
+            columns={c: _plain_column(scored[c]) for c in RESULT_COLUMNS},
             positions={a: i for i, a in enumerate(scored["account_id"])},
-            ranking=ranking,
+            ranking=RankIndex(scored),
             explainer=prepare_explainer(models.propensity, snapshot.features),
+            churn_explainer=prepare_churn_explainer(models, snapshot),
         )
 
 
@@ -284,6 +275,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _plain_column(column: pd.Series) -> np.ndarray:
+    out = np.empty(len(column), dtype=object)
+    out[:] = [_plain(v) for v in column.to_numpy()]
+    return out
+
+
 def _positions(state: ServingState, account_ids: Iterable[str]) -> list[int]:
     ids = list(account_ids)
     missing = [a for a in dict.fromkeys(ids) if a not in state.positions]
@@ -298,14 +295,19 @@ def _positions(state: ServingState, account_ids: Iterable[str]) -> list[int]:
 
 def account_records(state: ServingState, positions: list[int], top: int) -> list[dict]:
     """Scored accounts at `positions` with their top reasons (explained here, only these)."""
-    reasons, base = explain_at(state.explainer, positions, top=top)
-    out = []
-    for k, pos in enumerate(positions):
-        record = {c: _plain(state.columns[c][pos]) for c in RESULT_COLUMNS}
-        why = reasons[k] if record["p_expand"] is not None else []  # canceled: no score
-        record.update(reasons=why, reasons_text=reasons_line(why), base_value=float(base[k]))
-        out.append(record)
-    return out
+    todo = [p for p in dict.fromkeys(positions) if (p, top) not in state.explained]
+    fresh = {}
+    if todo:
+        reasons, base = explain_at(state.explainer, todo, top=top)
+        for k, pos in enumerate(todo):
+            record = {c: state.columns[c][pos] for c in RESULT_COLUMNS}
+            why = reasons[k] if record["p_expand"] is not None else []  # canceled: no score
+            record.update(reasons=why, reasons_text=reasons_line(why), base_value=float(base[k]))
+            fresh[pos] = record
+        if len(state.explained) < MAX_EXPLAINED:
+            state.explained.update(((pos, top), r) for pos, r in fresh.items())
+    # copies: callers add fields (rank) to what they get
+    return [dict(fresh[p] if p in fresh else state.explained[(p, top)]) for p in positions]
 
 
 def score_ids(state: ServingState, account_ids: list[str], top: int) -> list[dict]:
@@ -384,18 +386,16 @@ def score_rows(state: ServingState, rows: list[FeatureRow], settings: Settings) 
 
 def rank_snapshot(state: ServingState, request: RankRequest, top: int) -> tuple[int, list[dict]]:
     """/rank: how many accounts match, and the first `limit` of them with their reasons."""
-    ranked = rank_accounts(
-        state.ranking,
+    ranked = state.ranking.positions(
         sort=request.sort,
         include_suppressed=request.include_suppressed,
         csm_owner=request.csm_owner,
         segment=request.segment,
         min_mrr=request.min_mrr,
     )
-    head = ranked.head(request.limit)
-    records = account_records(state, head["position"].tolist(), top)
-    for record, rank in zip(records, head["rank"].tolist(), strict=True):
-        record["rank"] = int(rank)
+    records = account_records(state, ranked[: request.limit].tolist(), top)
+    for rank, record in enumerate(records, start=1):
+        record["rank"] = rank
     return len(ranked), records
 
 
@@ -403,29 +403,21 @@ def explain_account(state: ServingState, account_id: str, top: int) -> ExplainRe
     """/explain: every contribution of both models for one account of the snapshot."""
     pos = _positions(state, [account_id])[0]
     account = account_records(state, [pos], top)[0]
-    row = state.snapshot.features.iloc[[pos]]
     inputs = {
-        PROPENSITY_MODEL: (state.models.propensity, row, account["p_expand"]),
-        POST_UPSELL_MODEL: (
-            state.models.post_upsell,
-            prospective_inputs(
-                row,
-                next_steps(row, state.snapshot.plans),
-                state.models.post_upsell.contract.metadata,
-            ),
-            account["p_post_upsell_churn"],
-        ),
+        PROPENSITY_MODEL: (state.explainer, account["p_expand"]),
+        POST_UPSELL_MODEL: (state.churn_explainer, account["p_post_upsell_churn"]),
     }
     parts = {}
-    for name, (model, frame, probability) in inputs.items():
-        records, base = explain(model, frame, top=None)
+    for name, (prepared, probability) in inputs.items():
+        # Prepared once per snapshot; the margin is base + contributions (TreeSHAP is exact).
+        records, base, margin = explain_one(prepared, pos)
         parts[name] = ModelExplanation(
             model=name,
             version=state.models.versions[name],
-            margin=float(model.margin(frame)[0]),
-            base_value=float(base[0]),
+            margin=margin,
+            base_value=base,
             probability=probability,
-            contributions=records[0],
+            contributions=records,
         )
     return ExplainResponse(
         account=account, propensity=parts[PROPENSITY_MODEL], post_upsell=parts[POST_UPSELL_MODEL]
@@ -871,8 +863,9 @@ class ExpansionService:
         )
 
     @bentoml.api(route="/explain")
-    def explain(self, request: ExplainRequest, /) -> ExplainResponse:
+    async def explain(self, request: ExplainRequest, /) -> ExplainResponse:
         """Every feature's contribution to both models' raw scores for one account."""
+        # Async: a prepared row takes well under a millisecond, less than a thread hand-off.
         return explain_account(self._state(), request.account_id, self.settings.reasons)
 
     @info_app.get(

@@ -242,7 +242,7 @@ def test_failed_run_leaves_previous_scores_and_records_the_failure(
 
 KILLED_JOB = textwrap.dedent(
     """
-    import sys, time
+    import os, sys, time
     from pathlib import Path
     from features.dataset import load_dataset
     from features.settings import Settings
@@ -253,7 +253,9 @@ KILLED_JOB = textwrap.dedent(
 
     def stall(stage, done, total):
         if stage == "write" and done == 150:  # three chunks are in the open transaction
-            Path(marker).write_text(str(done))
+            # atomically: the test must never read the marker half-written (empty)
+            Path(marker + ".tmp").write_text(str(done))
+            os.replace(marker + ".tmp", marker)
             time.sleep(120)  # the test kills us here
 
     run_batch(load_dataset(Path(data)), settings, url, chunk_size=50, progress=stall)
