@@ -38,6 +38,7 @@ from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
 from serving.coverage import resolve_as_of
 from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
+from serving.holdout import Experiment, hold_out
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
@@ -74,6 +75,8 @@ class BatchSummary:
     as_of_reason: str = ""
     # Accounts of `accounts` not scored, and why: [{"account_id", "reason"}].
     unscored: list[dict[str, str]] = field(default_factory=list)
+    # The holdout experiment of the run: id, share, active, held-out accounts by route.
+    holdout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -119,6 +122,7 @@ class BatchSummary:
                 "by_route": self.by_route,
                 "by_trigger": self.by_trigger,
                 "by_suppression_reason": self.by_suppression_reason,
+                "holdout": self.holdout,
             },
             "score_quantiles": self.score_quantiles,
             "drift": self.drift.to_dict(),
@@ -144,6 +148,9 @@ class BatchSummary:
         table.add_row("not scored", self._unscored_text())
         table.add_row("suppressed", f"{self.suppressed:,} " + _counts(self.by_suppression_reason))
         table.add_row("actionable by route", _counts(self.by_route))
+        if self.holdout.get("active"):
+            held = _counts(self.holdout["by_route"])
+            table.add_row("held out (not ranked)", f"{held} ({self.holdout['experiment_id']})")
         table.add_row("triggers fired", _counts(self.by_trigger))
         for col in SCORE_COLUMNS:
             q = self.score_quantiles.get(col, {})
@@ -258,6 +265,10 @@ def score_snapshot(
         note("scores", hi, n)
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
     del parts
+    run_id = str(uuid.uuid4())
+    experiment = Experiment.from_settings(settings)
+    # Held-out accounts get no rank: the call list (rank order) must not reach them.
+    scored["holdout"] = hold_out(scored, experiment, sink, snapshot.as_of, run_id)
     ranked = rank_accounts(scored)
     rank = pd.Series(pd.NA, index=scored.index, dtype="Int64")
     rank.loc[ranked.index] = ranked["rank"].to_numpy()
@@ -284,8 +295,14 @@ def score_snapshot(
         )
     drift_s = time.perf_counter() - clock
 
-    run = RunInfo(str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
+    run = RunInfo(run_id, snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
+    summary.holdout = {
+        "experiment_id": experiment.experiment_id,
+        "share": experiment.share,
+        "active": experiment.active(snapshot.as_of),
+        "by_route": {r: int((scored["holdout"] & (scored["route"] == r)).sum()) for r in ROUTES},
+    }
     summary.cover(snapshot)
     summary.timings = {**(timings or {}), "scores": scores_s, "drift": drift_s}
 

@@ -240,15 +240,21 @@ def rank_accounts(
     *,
     sort: str = "net_value",
     include_suppressed: bool = False,
+    include_holdout: bool = False,
     csm_owner: str | None = None,
     segment: str | None = None,
     min_mrr: float | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """Filter and order scored accounts; `rank` is 1 for the account to call first."""
+    """Filter and order scored accounts; `rank` is 1 for the account to call first.
+
+    Accounts in the holdout (a `holdout` column, see `serving.holdout`) are left out of the
+    call list unless `include_holdout`."""
     keep = pd.Series(True, index=scored.index)
     if not include_suppressed:
         keep &= ~scored["suppressed"]
+    if not include_holdout and "holdout" in scored.columns:
+        keep &= ~scored["holdout"].astype(bool)
     if csm_owner is not None:
         keep &= scored["csm_owner"] == csm_owner
     if segment is not None:

@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -88,6 +88,7 @@ from serving.auth import (
     check_auth_config,
     document_auth,
 )
+from serving.holdout import Experiment, assign_holdout, read_assignments_at
 from serving.registry import check_feature_contract, configure_mlflow
 from serving.scoring import (
     RESULT_COLUMNS,
@@ -120,6 +121,7 @@ RANKING_COLUMNS = [
     "mrr",
     "expected_net_value",
     "p_expand",
+    "holdout",
 ]
 API_DESCRIPTION = (
     "Ranks B2B SaaS accounts for upsell: which to pitch now, why, and whether the upsell will "
@@ -177,6 +179,7 @@ class ServingState:
         for model in (models.propensity, models.post_upsell):
             check_feature_contract(model, snapshot.feature_names)
         scored = score_frame(models, snapshot.features, snapshot.plans, settings)
+        scored["holdout"] = served_holdout(scored, snapshot.as_of, settings)
         ids = scored["account_id"].to_numpy(dtype=object)
         ranking = scored[RANKING_COLUMNS].assign(
             # The same order, 3-4x faster on 50k rows: ids as their rank in id order (numbers
@@ -191,11 +194,22 @@ class ServingState:
             snapshot=snapshot,
             stamp=stamp,
             loaded_at=datetime.now(UTC),
-            columns={c: scored[c].to_numpy() for c in RESULT_COLUMNS},
+            columns={c: scored[c].to_numpy() for c in [*RESULT_COLUMNS, "holdout"]},
             positions={a: i for i, a in enumerate(scored["account_id"])},
             ranking=ranking,
             explainer=prepare_explainer(models.propensity, snapshot.features),
         )
+
+
+def served_holdout(scored: pd.DataFrame, as_of: date, settings: Settings) -> pd.Series:
+    """The holdout arms /rank leaves out: the arms the batch stored (`holdout_store`, default
+    the batch's default database), new accounts drawn the same way (not stored here)."""
+    experiment = Experiment.from_settings(settings)
+    if not experiment.active(as_of):
+        return pd.Series(False, index=scored.index, dtype=bool)
+    store = settings.holdout_store or f"sqlite:///{settings.models_dir / 'crm.db'}"
+    prior = read_assignments_at(store, experiment.experiment_id)
+    return assign_holdout(scored, experiment, prior)[0]
 
 
 class StateKeeper:
@@ -385,14 +399,16 @@ def rank_snapshot(state: ServingState, request: RankRequest, top: int) -> tuple[
         state.ranking,
         sort=request.sort,
         include_suppressed=request.include_suppressed,
+        include_holdout=request.include_holdout,
         csm_owner=request.csm_owner,
         segment=request.segment,
         min_mrr=request.min_mrr,
     )
     head = ranked.head(request.limit)
     records = account_records(state, head["position"].tolist(), top)
-    for record, rank in zip(records, head["rank"].tolist(), strict=True):
+    for record, rank, pos in zip(records, head["rank"].tolist(), head["position"], strict=True):
         record["rank"] = int(rank)
+        record["holdout"] = bool(state.columns["holdout"][pos])
     return len(ranked), records
 
 
