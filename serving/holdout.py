@@ -51,7 +51,13 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
 from features.settings import Settings
-from serving.sinks import DatabaseSink, Sink, create_database_engine, database_url
+from serving.sinks import (
+    DatabaseSink,
+    Sink,
+    create_database_engine,
+    database_url,
+    history_table,
+)
 
 log = logging.getLogger(__name__)
 
@@ -245,3 +251,49 @@ def write_assignments(conn: Connection, rows: list[dict]) -> None:
     else:
         raise ValueError(f"no holdout store for dialect {dialect!r}")
     conn.execute(stmt.on_conflict_do_nothing(index_elements=["experiment_id", "account_id"]), rows)
+
+
+def assignment_history(url: str, experiment_id: str | None = None) -> pd.DataFrame:
+    """Every arm drawn (in `experiment_id`, or in all experiments) with the score row of the
+    run that drew it: account_id, experiment_id, as_of, holdout, route, segment, triggers,
+    expected_net_value (the input of `features.analytics.incrementality.assignment_units`).
+
+    Empty when the database has no `holdout_assignments` table yet."""
+    columns = [
+        "account_id",
+        "experiment_id",
+        "as_of",
+        "holdout",
+        "route",
+        "segment",
+        "triggers",
+        "expected_net_value",
+    ]
+    engine = create_database_engine(url)
+    try:
+        if not inspect(engine).has_table(assignments_table.name):
+            return pd.DataFrame(columns=columns)
+        a, h = assignments_table, history_table
+        query = select(
+            a.c.account_id,
+            a.c.experiment_id,
+            a.c.as_of,
+            a.c.holdout,
+            a.c.route,
+            h.c.segment,
+            h.c.triggers,
+            h.c.expected_net_value,
+            h.c.scored_at,
+        ).select_from(a.outerjoin(h, (h.c.account_id == a.c.account_id) & (h.c.as_of == a.c.as_of)))
+        if experiment_id is not None:
+            query = query.where(a.c.experiment_id == experiment_id)
+        with engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+    finally:
+        engine.dispose()
+    frame = pd.DataFrame([dict(r) for r in rows], columns=[*columns, "scored_at"])
+    # Several model versions may have scored that as_of: the latest score row speaks for it.
+    frame = frame.sort_values("scored_at", na_position="first").drop_duplicates(
+        ["experiment_id", "account_id"], keep="last"
+    )
+    return frame[columns].sort_values(["experiment_id", "account_id"], ignore_index=True)

@@ -17,6 +17,7 @@ from serving.batch import score_snapshot
 from serving.holdout import (
     Experiment,
     assign_holdout,
+    assignment_history,
     assignments_table,
     holdout_hash,
     read_assignments_at,
@@ -206,6 +207,16 @@ def test_batch_writes_and_keeps_the_holdout(trained, snapshot, models, tmp_path)
     assert read_assignments_at(url, settings.holdout_experiment) == dict(
         zip(stored["account_id"], stored["holdout"], strict=True)
     )
+    # The history the report's incrementality section reads: each arm with its score row.
+    arms = assignment_history(url, settings.holdout_experiment).set_index("account_id")
+    assert len(arms) == len(stored)
+    assert arms["holdout"].astype(bool).equals(held.loc[arms.index])
+    np.testing.assert_allclose(
+        arms["expected_net_value"].astype(float),
+        current.loc[arms.index, "expected_net_value"].astype(float),
+    )
+    assert (arms["route"] == current.loc[arms.index, "route"]).all()
+    assert arms["triggers"].map(lambda t: isinstance(t, list)).all()
     # An arm stored by an earlier run wins over the draw: flip one account's arm in the store.
     flip = held[held].index[0]
     engine = create_database_engine(url)
