@@ -25,6 +25,7 @@ from serving.holdout import (
 from serving.scoring import Models, rank_accounts
 from serving.sinks import create_database_engine, history_table, open_target, scores_table
 from serving.snapshot import read_snapshot
+from tests.pg import pg_server, pg_url  # noqa: F401
 
 EXPERIMENT = Experiment("exp-test", 0.10)
 
@@ -161,6 +162,16 @@ def test_rank_leaves_holdouts_out_unless_asked():
 # --- through the batch and the service (trained models) ------------------------------------
 
 
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'crm.db'}"
+    return request.getfixturevalue("pg_url")
+
+
 @pytest.fixture(scope="module")
 def snapshot(trained):
     return read_snapshot(trained.settings.models_dir / "snapshot")
@@ -181,8 +192,8 @@ def read(url: str, table) -> pd.DataFrame:
     return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
 
 
-def test_batch_writes_and_keeps_the_holdout(trained, snapshot, models, tmp_path):
-    url = f"sqlite:///{tmp_path / 'crm.db'}"
+def test_batch_writes_and_keeps_the_holdout(trained, snapshot, models, db_url):
+    url = db_url
     settings = trained.settings.model_copy(update={"holdout_share": 0.2})
     summary = score_snapshot(snapshot, models, settings, open_target(url), chunk_size=300)
     current = read(url, scores_table).set_index("account_id")
@@ -233,9 +244,9 @@ def test_batch_writes_and_keeps_the_holdout(trained, snapshot, models, tmp_path)
     assert pd.notna(third.loc[flip, "rank"])
 
 
-def test_older_database_gets_the_holdout_column(trained, snapshot, models, tmp_path):
+def test_older_database_gets_the_holdout_column(trained, snapshot, models, db_url):
     """A database written before holdouts existed is migrated in place, rows kept."""
-    url = f"sqlite:///{tmp_path / 'old.db'}"
+    url = db_url
     score_snapshot(snapshot, models, trained.settings, open_target(url), chunk_size=500)
     engine = create_database_engine(url)
     with engine.begin() as conn:
