@@ -6,8 +6,9 @@ Swagger UI at `/`):
 - `POST /score`: accounts by id (from the served snapshot) or feature rows computed elsewhere;
   one result per account, in request order, with its top reasons.
 - `POST /rank`: the call list: filters (`csm_owner`, `segment`, `min_mrr`,
-  `include_suppressed`), `sort` (`net_value` or `propensity`) and `limit`; only the returned
-  accounts are explained.
+  `include_suppressed`, `include_holdout`), `sort` (`net_value` or `propensity`) and `limit`;
+  only the returned accounts are explained. Accounts in the holdout experiment
+  (`serving.holdout`) are left out unless `include_holdout`, and then marked `holdout: true`.
 - `POST /explain`: one account, every contribution of both models with their base values
   (base + contributions = the raw score).
 - `GET /model_info`: served model versions, aliases, training and test windows, test metrics,

@@ -8,7 +8,8 @@ A target is one string (`expansion score --to TARGET`):
   `account_expansion_score_history` (upserted on account, as_of and both model versions: a
   rerun replaces its rows, never duplicates them) and `scoring_runs` (one row per run: counts,
   score quantiles, drift JSON, start and finish, why this as-of date, and the accounts not
-  scored with the reason of each).
+  scored with the reason of each); the holdout arms go to `holdout_assignments`
+  (`serving.holdout`), in the same transaction.
 - `scores.parquet` / `scores.csv`: the columns of `account_expansion_scores`, one row per
   account (`reasons` as JSON text; `triggers` a list in Parquet, JSON text in CSV), and the run
   record beside it in `scores.parquet.run.json`.
@@ -30,7 +31,8 @@ CRM properties (`CRM_FIELDS`): each output column maps to a custom company prope
 `expansion_<column>` in HubSpot (`expansion_p_expand`, `expansion_p_post_upsell_churn`,
 `expansion_expected_net_value`, `expansion_expected_uplift_mrr`, `expansion_rank`,
 `expansion_next_step`, `expansion_triggers`, `expansion_route`, `expansion_suppressed`,
-`expansion_suppression_reason`, `expansion_reasons` (the plain-text line), `expansion_as_of`,
+`expansion_suppression_reason`, `expansion_holdout`, `expansion_reasons` (the plain-text
+line), `expansion_as_of`,
 `expansion_scored_at`, `expansion_model_versions`) and to an Account custom field
 `Expansion_<Column>__c` in Salesforce. We write only our outputs, never the CRM's own owner,
 segment or MRR. HubSpot takes every value as a string (numbers as decimals, booleans
