@@ -6,6 +6,7 @@ Secrets (API keys) come only from the environment. Nothing here touches the disk
 
 from __future__ import annotations
 
+from datetime import date
 from functools import lru_cache
 from pathlib import Path
 
@@ -42,6 +43,22 @@ class Settings(BaseSettings):
     )
     suppress_after_expansion_days: int = Field(30, description="No pitch this soon after one.")
     outreach_cooldown_days: int = Field(14, description="No pitch this soon after a touch.")
+    holdout_experiment: str = Field(
+        "expansion-holdout",
+        min_length=1,
+        description="Id of the holdout experiment the batch assigns arms in (a new id draws "
+        "new arms; arms are kept for the experiment's duration).",
+    )
+    holdout_share: float = Field(
+        0.10, ge=0, lt=1, description="Share of actionable accounts held out, in each route."
+    )
+    holdout_start: date | None = Field(None, description="First as-of day of the experiment.")
+    holdout_end: date | None = Field(None, description="As-of day the experiment ends (excl.).")
+    holdout_store: str | None = Field(
+        None,
+        description="Database holding the experiment's arms that the service reads "
+        "(default: the batch's default target, models_dir/crm.db).",
+    )
     reasons: int = Field(3, description="Reason codes returned per account.")
     duckdb_memory_limit: str | None = Field(
         "25%",

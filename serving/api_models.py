@@ -148,6 +148,11 @@ class RankedAccount(ScoredAccount):
     """A scored account with its place in the list (1 = call first)."""
 
     rank: int = Field(ge=1, description="Position in the ranked list, 1 first.", examples=[1])
+    holdout: bool = Field(
+        False,
+        description="In the holdout experiment's control group: do not contact (listed only "
+        "with `include_holdout`).",
+    )
 
 
 class FeatureRow(_Body):
@@ -230,6 +235,11 @@ class RankRequest(_Body):
     )
     include_suppressed: bool = Field(
         False, description="Also list accounts that must not be pitched now."
+    )
+    include_holdout: bool = Field(
+        False,
+        description="Also list accounts held out by the holdout experiment (marked "
+        "`holdout: true`; they must not be contacted).",
     )
     sort: Literal["net_value", "propensity"] = Field(
         "net_value",

@@ -38,6 +38,7 @@ from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
 from serving.coverage import resolve_as_of
 from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
+from serving.holdout import Experiment, hold_out
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
@@ -78,6 +79,8 @@ class BatchSummary:
     # `model v3` or `baseline (rules; why)` per model: where no champion clears the quality
     # floor the rule baseline scores, and every run says so.
     model_source: str = ""
+    # The holdout experiment of the run: id, share, active, held-out accounts by route.
+    holdout: dict[str, Any] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -124,6 +127,7 @@ class BatchSummary:
                 "by_route": self.by_route,
                 "by_trigger": self.by_trigger,
                 "by_suppression_reason": self.by_suppression_reason,
+                "holdout": self.holdout,
             },
             "score_quantiles": self.score_quantiles,
             "drift": self.drift.to_dict(),
@@ -152,6 +156,9 @@ class BatchSummary:
         table.add_row("not scored", self._unscored_text())
         table.add_row("suppressed", f"{self.suppressed:,} " + _counts(self.by_suppression_reason))
         table.add_row("actionable by route", _counts(self.by_route))
+        if self.holdout.get("active"):
+            held = _counts(self.holdout["by_route"])
+            table.add_row("held out (not ranked)", f"{held} ({self.holdout['experiment_id']})")
         table.add_row("triggers fired", _counts(self.by_trigger))
         for col in SCORE_COLUMNS:
             q = self.score_quantiles.get(col, {})
@@ -287,6 +294,10 @@ def score_snapshot(
         note("scores", hi, n)
     scored = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=RESULT_COLUMNS)
     del parts
+    run_id = run_id or str(uuid.uuid4())  # a given id resumes a live CRM sync
+    experiment = Experiment.from_settings(settings)
+    # Held-out accounts get no rank: the call list (rank order) must not reach them.
+    scored["holdout"] = hold_out(scored, experiment, sink, snapshot.as_of, run_id)
     ranked = rank_accounts(scored)
     rank = pd.Series(pd.NA, index=scored.index, dtype="Int64")
     rank.loc[ranked.index] = ranked["rank"].to_numpy()
@@ -313,8 +324,14 @@ def score_snapshot(
         )
     drift_s = time.perf_counter() - clock
 
-    run = RunInfo(run_id or str(uuid.uuid4()), snapshot.as_of, started_at, dict(models.versions))
+    run = RunInfo(run_id, snapshot.as_of, started_at, dict(models.versions))
     summary = _summarize(run, sink, snapshot, scored, drift)
+    summary.holdout = {
+        "experiment_id": experiment.experiment_id,
+        "share": experiment.share,
+        "active": experiment.active(snapshot.as_of),
+        "by_route": {r: int((scored["holdout"] & (scored["route"] == r)).sum()) for r in ROUTES},
+    }
     summary.cover(snapshot)
     summary.model_source = models.model_source_line
     if any(not source.use_model for source in models.sources.values()):

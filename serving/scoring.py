@@ -308,15 +308,21 @@ def rank_accounts(
     *,
     sort: str = "net_value",
     include_suppressed: bool = False,
+    include_holdout: bool = False,
     csm_owner: str | None = None,
     segment: str | None = None,
     min_mrr: float | None = None,
     limit: int | None = None,
 ) -> pd.DataFrame:
-    """Filter and order scored accounts; `rank` is 1 for the account to call first."""
+    """Filter and order scored accounts; `rank` is 1 for the account to call first.
+
+    Accounts in the holdout (a `holdout` column, see `serving.holdout`) are left out of the
+    call list unless `include_holdout`."""
     keep = pd.Series(True, index=scored.index)
     if not include_suppressed:
         keep &= ~scored["suppressed"]
+    if not include_holdout and "holdout" in scored.columns:
+        keep &= ~scored["holdout"].astype(bool)
     if csm_owner is not None:
         keep &= scored["csm_owner"] == csm_owner
     if segment is not None:
@@ -349,6 +355,11 @@ class RankIndex:
             missing = np.isnan(key)
             self.orders[sort] = np.lexsort((by_id, -np.where(missing, 0.0, key), missing))
         self.suppressed = scored["suppressed"].to_numpy(dtype=bool)
+        self.holdout = (
+            scored["holdout"].to_numpy(dtype=bool)
+            if "holdout" in scored.columns
+            else np.zeros(len(scored), dtype=bool)
+        )
         self.mrr = scored["mrr"].fillna(0).to_numpy(dtype="float64")
         self.codes, self.levels = {}, {}
         for column in ("csm_owner", "segment"):
@@ -361,15 +372,20 @@ class RankIndex:
         *,
         sort: str = "net_value",
         include_suppressed: bool = False,
+        include_holdout: bool = False,
         csm_owner: str | None = None,
         segment: str | None = None,
         min_mrr: float | None = None,
     ) -> np.ndarray:
-        """Rows of the scored frame that match, in rank order (rank = index + 1)."""
+        """Rows of the scored frame that match, in rank order (rank = index + 1).
+
+        Held-out accounts (`serving.holdout`) are left out of the call list unless asked."""
         order = self.orders[sort]
         keep = np.ones(len(order), dtype=bool)
         if not include_suppressed:
             keep &= ~self.suppressed
+        if not include_holdout:
+            keep &= ~self.holdout
         for column, wanted in (("csm_owner", csm_owner), ("segment", segment)):
             if wanted is not None:
                 keep &= self.codes[column] == self.levels[column].get(wanted, -2)

@@ -6,8 +6,9 @@ Swagger UI at `/`):
 - `POST /score`: accounts by id (from the served snapshot) or feature rows computed elsewhere;
   one result per account, in request order, with its top reasons.
 - `POST /rank`: the call list: filters (`csm_owner`, `segment`, `min_mrr`,
-  `include_suppressed`), `sort` (`net_value` or `propensity`) and `limit`; only the returned
-  accounts are explained.
+  `include_suppressed`, `include_holdout`), `sort` (`net_value` or `propensity`) and `limit`;
+  only the returned accounts are explained. Accounts in the holdout experiment
+  (`serving.holdout`) are left out unless `include_holdout`, and then marked `holdout: true`.
 - `POST /explain`: one account, every contribution of both models with their base values
   (base + contributions = the raw score).
 - `GET /model_info`: served model versions, aliases, training and test windows, test metrics,
@@ -58,7 +59,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,7 @@ from serving.auth import (
     check_auth_config,
     document_auth,
 )
+from serving.holdout import Experiment, assign_holdout, read_assignments_at
 from serving.registry import check_feature_contract, model_source
 from serving.scoring import (
     RESULT_COLUMNS,
@@ -176,18 +178,30 @@ class ServingState:
         for model in (models.propensity, models.post_upsell):
             check_feature_contract(model, snapshot.feature_names)
         scored = score_frame(models, snapshot.features, snapshot.plans, settings)
+        scored["holdout"] = served_holdout(scored, snapshot.as_of, settings)
         return cls(
             models=models,
             snapshot=snapshot,
             stamp=stamp,
             loaded_at=datetime.now(UTC),
             # Cells as JSON-ready Python once per load, not per request.
-            columns={c: _plain_column(scored[c]) for c in RESULT_COLUMNS},
+            columns={c: _plain_column(scored[c]) for c in [*RESULT_COLUMNS, "holdout"]},
             positions={a: i for i, a in enumerate(scored["account_id"])},
             ranking=RankIndex(scored),
             explainer=prepare_explainer(models.propensity, snapshot.features),
             churn_explainer=prepare_churn_explainer(models, snapshot),
         )
+
+
+def served_holdout(scored: pd.DataFrame, as_of: date, settings: Settings) -> pd.Series:
+    """The holdout arms /rank leaves out: the arms the batch stored (`holdout_store`, default
+    the batch's default database), new accounts drawn the same way (not stored here)."""
+    experiment = Experiment.from_settings(settings)
+    if not experiment.active(as_of):
+        return pd.Series(False, index=scored.index, dtype=bool)
+    store = settings.holdout_store or f"sqlite:///{settings.models_dir / 'crm.db'}"
+    prior = read_assignments_at(store, experiment.experiment_id)
+    return assign_holdout(scored, experiment, prior)[0]
 
 
 class StateKeeper:
@@ -389,13 +403,16 @@ def rank_snapshot(state: ServingState, request: RankRequest, top: int) -> tuple[
     ranked = state.ranking.positions(
         sort=request.sort,
         include_suppressed=request.include_suppressed,
+        include_holdout=request.include_holdout,
         csm_owner=request.csm_owner,
         segment=request.segment,
         min_mrr=request.min_mrr,
     )
-    records = account_records(state, ranked[: request.limit].tolist(), top)
-    for rank, record in enumerate(records, start=1):
+    head = ranked[: request.limit].tolist()
+    records = account_records(state, head, top)
+    for rank, (record, pos) in enumerate(zip(records, head, strict=True), start=1):
         record["rank"] = rank
+        record["holdout"] = bool(state.columns["holdout"][pos])
     return len(ranked), records
 
 

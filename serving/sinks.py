@@ -8,7 +8,8 @@ A target is one string (`expansion score --to TARGET`):
   `account_expansion_score_history` (upserted on account, as_of and both model versions: a
   rerun replaces its rows, never duplicates them) and `scoring_runs` (one row per run: counts,
   score quantiles, drift JSON, start and finish, why this as-of date, and the accounts not
-  scored with the reason of each).
+  scored with the reason of each); the holdout arms go to `holdout_assignments`
+  (`serving.holdout`), in the same transaction.
 - `scores.parquet` / `scores.csv`: the columns of `account_expansion_scores`, one row per
   account (`reasons` as JSON text; `triggers` a list in Parquet, JSON text in CSV), and the run
   record beside it in `scores.parquet.run.json`.
@@ -32,7 +33,8 @@ CRM properties (`CRM_FIELDS`): each output column maps to a custom company prope
 `expansion_<column>` in HubSpot (`expansion_p_expand`, `expansion_p_post_upsell_churn`,
 `expansion_expected_net_value`, `expansion_expected_uplift_mrr`, `expansion_rank`,
 `expansion_next_step`, `expansion_triggers`, `expansion_route`, `expansion_suppressed`,
-`expansion_suppression_reason`, `expansion_reasons` (the plain-text line), `expansion_as_of`,
+`expansion_suppression_reason`, `expansion_holdout`, `expansion_reasons` (the plain-text
+line), `expansion_as_of`,
 `expansion_scored_at`, `expansion_model_versions`) and to an Account custom field
 `Expansion_<Column>__c` in Salesforce. We write only our outputs, never the CRM's own owner,
 segment or MRR. HubSpot takes every value as a string (numbers as decimals, booleans
@@ -49,7 +51,7 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -110,6 +112,7 @@ ROW_COLUMNS = [
     "route",
     "suppressed",
     "suppression_reason",
+    "holdout",
     "reasons",
     "reasons_text",
     "base_value",
@@ -156,7 +159,7 @@ def to_records(rows: pd.DataFrame) -> list[dict[str, Any]]:
             columns[name] = [None if math.isnan(v) else v for v in x.tolist()]
         elif name == "rank":
             columns[name] = [None if pd.isna(v) else int(v) for v in values.tolist()]
-        elif name == "suppressed":
+        elif name in ("suppressed", "holdout"):
             columns[name] = [bool(v) for v in values.tolist()]
         elif name in ("triggers", "reasons"):
             columns[name] = list(values)
@@ -240,7 +243,7 @@ def _score_columns() -> list[Column]:
         Column("p_post_upsell_churn", Float),
         Column("expected_uplift_mrr", Float),
         Column("expected_net_value", Float),
-        Column("rank", Integer, comment="1 = call first; NULL when suppressed"),
+        Column("rank", Integer, comment="1 = call first; NULL when suppressed or held out"),
         Column("next_step", String(255)),
         Column("triggers", JSONType, comment="names of the PQL triggers that fired"),
         Column("route", String(16), nullable=False),
@@ -252,6 +255,8 @@ def _score_columns() -> list[Column]:
         Column("mrr", Float),
         Column("csm_owner", String(ID)),
         Column("segment", String(ID)),
+        # Added after the first release (`create_tables` adds it): NULL in older rows.
+        Column("holdout", Boolean, comment="true: in the holdout, do not contact"),
     ]
 
 
@@ -335,18 +340,20 @@ def create_database_engine(url: str) -> Engine:
 
 def create_tables(engine: Engine) -> None:
     """Create the three tables if missing (same DDL on SQLite and PostgreSQL), and add the
-    run-record columns a database created by an older version lacks."""
+    columns a database created by an older version lacks (run record, score tables)."""
     metadata.create_all(engine, checkfirst=True)
-    have = {c["name"] for c in inspect(engine).get_columns(runs_table.name)}
-    missing = [c for c in runs_table.columns if c.name not in have]
-    if missing:
+    for table in (runs_table, scores_table, history_table):
+        have = {c["name"] for c in inspect(engine).get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in have]
+        if not missing:
+            continue
         with engine.begin() as conn:
             # IF NOT EXISTS (PostgreSQL): two runs starting at once may both add the column.
             guard = "IF NOT EXISTS " if conn.dialect.name == "postgresql" else ""
             for column in missing:
                 kind = column.type.compile(dialect=conn.dialect)
                 name = conn.dialect.identifier_preparer.quote(column.name)
-                conn.execute(text(f"ALTER TABLE {runs_table.name} ADD COLUMN {guard}{name} {kind}"))
+                conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN {guard}{name} {kind}"))
 
 
 def _dialect_insert(conn: Connection, table: Table):
@@ -401,6 +408,8 @@ class DatabaseSink:
         self._conn: Connection | None = None
         self._tx = None
         self._run: RunInfo | None = None
+        # More writes for the run's transaction (e.g. `serving.holdout`'s new arms).
+        self.pending_writes: list[Callable[[Connection], None]] = []
 
     def prepare(self) -> None:
         engine = create_database_engine(self.url)
@@ -420,6 +429,8 @@ class DatabaseSink:
         upsert(self._conn, history_table, to_records(rows), HISTORY_KEY)
 
     def commit(self, record: dict[str, Any]) -> None:
+        for write in self.pending_writes:
+            write(self._conn)
         promote_run_to_current(self._conn, self._run.run_id)
         self._conn.execute(insert(runs_table), [_run_row(record)])
         self._tx.commit()
@@ -471,6 +482,7 @@ PARQUET_SCHEMA = pa.schema(
         ("route", pa.string()),
         ("suppressed", pa.bool_()),
         ("suppression_reason", pa.string()),
+        ("holdout", pa.bool_()),
         ("reasons", pa.string()),  # JSON: a reason's value is a number or a category
         ("reasons_text", pa.string()),
         ("base_value", pa.float64()),
@@ -675,6 +687,14 @@ CRM_FIELDS: tuple[CrmField, ...] = (
         "text",
         "Expansion: suppression reason",
         "Why the account must not be pitched now.",
+    ),
+    CrmField(
+        "holdout",
+        "expansion_holdout",
+        "Expansion_Holdout__c",
+        "bool",
+        "Expansion: holdout",
+        "In the holdout (control group): do not contact; it measures what outreach adds.",
     ),
     CrmField(
         "reasons_text",

@@ -125,8 +125,9 @@ def test_run_writes_current_history_and_run_record(trained, snapshot, models, db
 def test_rank_and_reasons_on_every_row(trained, snapshot, models, db_url):
     score(snapshot, models, trained, db_url, chunk_size=97)  # chunks must not change the rank
     current = read(db_url, scores_table).set_index("account_id")
-    live = current[~current["suppressed"]]
-    assert current.loc[current["suppressed"], "rank"].isna().all()
+    held = current["holdout"].astype(bool)  # the holdout experiment: not on the call list
+    live = current[~current["suppressed"] & ~held]
+    assert current.loc[current["suppressed"] | held, "rank"].isna().all()
     assert sorted(live["rank"].astype(int)) == list(range(1, len(live) + 1))
     by_rank = live.sort_values("rank")
     assert by_rank["expected_net_value"].is_monotonic_decreasing
@@ -181,8 +182,9 @@ def test_batch_scores_equal_in_process_scoring(trained, snapshot, models, db_url
     assert current.loc[ids, "triggers"].tolist() == api.loc[ids, "triggers"].tolist()
     # The API ranks the same way: its rank over the full snapshot equals the stored rank.
     everything = score_accounts(models, snapshot, None, trained.settings, explain_rows=False)
-    ranked = rank_accounts(everything).set_index("account_id")["rank"]
-    live = current.index[~current["suppressed"]]
+    held = current.loc[everything["account_id"], "holdout"].astype(bool).to_numpy()
+    ranked = rank_accounts(everything.assign(holdout=held)).set_index("account_id")["rank"]
+    live = current.index[~current["suppressed"] & ~current["holdout"].astype(bool)]
     assert (current.loc[live, "rank"].astype(int) == ranked.loc[live]).all()
 
 

@@ -37,7 +37,7 @@ from serving.scoring import (
     score_accounts,
     score_frame,
 )
-from serving.service import start_server, stop_server, wait_until_ready
+from serving.service import served_holdout, start_server, stop_server, wait_until_ready
 from serving.snapshot import Snapshot, read_snapshot, write_snapshot
 
 pytestmark = pytest.mark.integration
@@ -269,6 +269,7 @@ def _ranked_in_process(served: Served, **filters: Any) -> pd.DataFrame:
     scored = score_frame(
         served.models, served.snapshot.features, served.snapshot.plans, served.settings
     )
+    scored["holdout"] = served_holdout(scored, served.snapshot.as_of, served.settings)
     return rank_accounts(scored, **filters)
 
 
@@ -281,7 +282,7 @@ def test_rank_default_is_the_core_call_list(served):
     accounts = body["accounts"]
     assert [a["account_id"] for a in accounts] == list(want["account_id"].head(10))
     assert [a["rank"] for a in accounts] == list(range(1, len(accounts) + 1))
-    assert not any(a["suppressed"] for a in accounts)
+    assert not any(a["suppressed"] or a["holdout"] for a in accounts)
     values = [a["expected_net_value"] for a in accounts]
     assert values == sorted(values, reverse=True)
     assert all(a["reasons"] and a["reasons_text"] for a in accounts)
@@ -295,6 +296,7 @@ def test_rank_filters_and_sort(served):
         {"csm_owner": owner, "limit": 5},
         {"segment": segment, "min_mrr": 100.0, "sort": "propensity"},
         {"include_suppressed": True, "limit": 1000, "sort": "propensity"},
+        {"include_holdout": True, "limit": 1000},
     ):
         response = served.post("/rank", filters)
         assert response.status_code == 200, response.text
@@ -307,6 +309,8 @@ def test_rank_filters_and_sort(served):
             assert {a["csm_owner"] for a in body["accounts"]} <= {owner}
         if "min_mrr" in filters:
             assert all(a["mrr"] >= 100.0 for a in body["accounts"])
+        if "include_holdout" in filters:  # the holdout is listed, and marked
+            assert any(a["holdout"] for a in body["accounts"])
 
 
 # --- /explain and /model_info -----------------------------------------------------------------

@@ -220,6 +220,7 @@ def test_same_seed_writes_identical_files_and_another_seed_does_not(tmp_path: Pa
     assert set(first) == {f"{t}.parquet" for t in TABLES} | {
         "_truth/expansion_probability.parquet",
         "_truth/post_upsell_probability.parquet",
+        "_truth/outreach_effect.parquet",
         "_truth/dirty_manifest.json",
         "_truth/dirty_manifest.parquet",
     }

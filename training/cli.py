@@ -1075,12 +1075,21 @@ def report(
         date | None,
         typer.Option("--to", parser=parse_day, help="Last day (YYYY-MM-DD), inclusive."),
     ] = None,
+    holdout_from: Annotated[
+        str | None,
+        typer.Option(
+            "--holdout-from",
+            help="Database with the batch's holdout arms for the incrementality section "
+            "(default: the batch's default target, models/crm.db, if it exists).",
+        ),
+    ] = None,
 ) -> None:
     """Write the upsell analytics report: one self-contained HTML file (plus model cards)."""
     import tempfile
     from datetime import timedelta
 
     from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
+    from serving.holdout import assignment_history
     from serving.registry import check_model_store
     from training.report import model_card_from_mlflow, render_report
 
@@ -1091,13 +1100,19 @@ def report(
     ds = _load(data)
     start = from_
     end = to + timedelta(days=1) if to else None  # the report's end is open
+    crm_db = get_settings().models_dir / "crm.db"
+    if holdout_from is None and crm_db.exists():
+        holdout_from = f"sqlite:///{crm_db}"
+    assignments = assignment_history(holdout_from) if holdout_from else None
     with tempfile.TemporaryDirectory() as tmp, console.status("rendering the report"):
         cards = [
             card
             for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL)
             if (card := model_card_from_mlflow(name, tmp, tracking_uri=uri))
         ]
-        path = render_report(ds, out, start=start, end=end, model_card=cards or None)
+        path = render_report(
+            ds, out, start=start, end=end, model_card=cards or None, assignments=assignments
+        )
     console.print(f"Report written to {path}")
 
 

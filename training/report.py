@@ -37,6 +37,14 @@ from features.analytics.common import Freq, TimeLike, resolve_window
 from features.analytics.value import GROUPS
 from features.dataset import Dataset, load_dataset
 from features.triggers import describe_trigger
+from training.incrementality_report import (
+    SECTION_ID as INCREMENTALITY_ID,
+)
+from training.incrementality_report import (
+    IncrementalityData,
+    collect_incrementality,
+    incrementality_section,
+)
 from training.labels import expansion_events
 
 VIEWS: tuple[tuple[Freq, str, str], ...] = (
@@ -44,7 +52,16 @@ VIEWS: tuple[tuple[Freq, str, str], ...] = (
     ("M", "monthly", "Monthly"),
     ("Q", "quarterly", "Quarterly"),
 )
-SECTION_IDS = ("summary", "views", "revenue", "pipeline", "conversion", "value", "definitions")
+SECTION_IDS = (
+    "summary",
+    "views",
+    "revenue",
+    "pipeline",
+    "conversion",
+    "incrementality",
+    "value",
+    "definitions",
+)
 MODEL_CARD_ID = "model-card"
 IMAGE_KEYS = {
     "calibration_curve": "Calibration curve",
@@ -125,12 +142,18 @@ class ReportData:
     adoption: pd.DataFrame
     nrr_upsold: pd.DataFrame
     notes: list[str] = field(default_factory=list)
+    incrementality: IncrementalityData | None = None  # training.incrementality_report
 
 
 def collect(
-    dataset: Dataset, *, start: TimeLike | None = None, end: TimeLike | None = None
+    dataset: Dataset,
+    *,
+    start: TimeLike | None = None,
+    end: TimeLike | None = None,
+    assignments: pd.DataFrame | None = None,
 ) -> ReportData:
-    """Compute every metric the report shows over `[start, end)`."""
+    """Compute every metric the report shows over `[start, end)` (`assignments`: the batch's
+    holdout arms, `serving.holdout.assignment_history`, for the incrementality section)."""
     lo, hi = resolve_window(dataset, start, end)
     window = {"start": lo, "end": hi}
     pql, pql_note = _pql_or_note(dataset, lo, hi)
@@ -172,6 +195,7 @@ def collect(
         retention_diff=an.retention_differential(retention),
         adoption=an.post_upsell_adoption(expansion_events(dataset)),
         nrr_upsold=an.nrr_upsold_vs_rest(dataset, cohort_freq="Q", **window),
+        incrementality=collect_incrementality(dataset, assignments, **window),
     )
 
 
@@ -195,6 +219,7 @@ def render_report(
     start: TimeLike | None = None,
     end: TimeLike | None = None,
     model_card: dict[str, Any] | list[dict[str, Any]] | None = None,
+    assignments: pd.DataFrame | None = None,
 ) -> Path:
     """Write the analytics report for `dataset` (a loaded `Dataset` or a dataset folder) over
     `[start, end)` (default: the observed window; `end` is exclusive) to `out_path` as one
@@ -206,7 +231,7 @@ def render_report(
     `model_card_from_mlflow` builds one from a registered model.
     """
     ds = dataset if isinstance(dataset, Dataset) else load_dataset(dataset)
-    data = collect(ds, start=start, end=end)
+    data = collect(ds, start=start, end=end, assignments=assignments)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_html(data, model_card), encoding="utf-8")
@@ -224,6 +249,7 @@ def render_html(
         ("revenue", "Revenue"),
         ("pipeline", "Pipeline"),
         ("conversion", "Conversion"),
+        (INCREMENTALITY_ID, "Incrementality"),
         ("value", "Value"),
     ]
     if model_card:
@@ -237,6 +263,7 @@ def render_html(
             _revenue_section(data),
             _pipeline_section(data),
             _conversion_section(data),
+            incrementality_section(data.incrementality),
             _value_section(data),
             _model_card_section(model_card) if model_card else "",
             _definitions_section(),

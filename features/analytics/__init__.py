@@ -15,6 +15,9 @@ from `features.derived`, PQL triggers from `features.triggers`; nothing here red
   `time_from_trigger_to_conversion`
 - value: `retention_by_group`, `retention_differential`, `post_upsell_adoption`,
   `nrr_upsold_vs_rest`
+- incrementality: `outreach_units`, `assignment_units`, `unit_outcomes`,
+  `incremental_outcomes` (treated vs holdout lift with intervals), `sample_size_for_lift`,
+  `minimum_detectable_lift`
 - helpers: `periods`, `observation_window`, `wilson_interval`, `newcombe_interval`,
   `duration_summary`
 """
@@ -29,6 +32,14 @@ from features.analytics.conversion import (
     time_from_trigger_to_conversion,
     time_to_upsell_from_signup,
     upsell_changes,
+)
+from features.analytics.incrementality import (
+    assignment_units,
+    incremental_outcomes,
+    minimum_detectable_lift,
+    outreach_units,
+    sample_size_for_lift,
+    unit_outcomes,
 )
 from features.analytics.pipeline import (
     ANY_TRIGGER,
@@ -65,11 +76,14 @@ __all__ = [
     "LIVE_STATUSES",
     "acv_uplift_by_segment",
     "acv_uplift_by_upgrade_path",
+    "assignment_units",
     "conversion_by_channel",
     "conversion_by_trigger",
     "duration_summary",
     "holdout_comparison",
+    "incremental_outcomes",
     "ltv_estimate",
+    "minimum_detectable_lift",
     "mrr_by_period",
     "mrr_movements",
     "newcombe_interval",
@@ -77,6 +91,7 @@ __all__ = [
     "nrr_upsold_vs_rest",
     "observation_window",
     "outreach_outcomes",
+    "outreach_units",
     "periods",
     "post_upsell_adoption",
     "pql_entries",
@@ -89,10 +104,12 @@ __all__ = [
     "retention_by_group",
     "retention_differential",
     "revenue_retention",
+    "sample_size_for_lift",
     "time_from_trigger_to_conversion",
     "time_in_pql_status",
     "time_to_upsell_from_signup",
     "trigger_names",
+    "unit_outcomes",
     "upgrades",
     "upsell_changes",
     "weekly_as_of_dates",

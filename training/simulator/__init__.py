@@ -27,6 +27,7 @@ from training.simulator.output import (
     defect_counts,
     write_static_tables,
 )
+from training.simulator.treatment import effect_rules
 
 __all__ = ["SimulationConfig", "SimulationSummary", "simulate"]
 
@@ -39,6 +40,8 @@ class SimulationConfig:
     months: int = 18
     seed: int = 42
     start: date = date(2024, 1, 1)
+    # What an upsell touch does, by account state: a rule set of `treatment.EFFECT_RULE_SETS`.
+    treatment_effect: str = "constant"
     dirty: bool = False
     # Accounts simulated and written per chunk: bounds memory. At 2000 the per-day (accounts x
     # event types) arrays stay in CPU cache; 5000 measured ~1.7x slower per event.
@@ -51,6 +54,7 @@ class SimulationConfig:
             raise ValueError("seed must be >= 0")
         if self.start.day != 1:
             raise ValueError("start must be the first day of a month")
+        effect_rules(self.treatment_effect)  # an unknown name fails here, naming the known ones
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,7 @@ def simulate(
     for suffix in ("json", "parquet"):  # a clean rerun into a dirty folder must not keep it
         (out_dir / TRUTH_DIR / f"dirty_manifest.{suffix}").unlink(missing_ok=True)
     timeline = Timeline.build(config.start, config.months)
+    effects = effect_rules(config.treatment_effect)
     # Static tables' defects draw from their own stream, apart from the chunks' streams.
     static_rng = np.random.default_rng([config.seed, 1 << 20]) if config.dirty else None
     static_rows, static_defects = write_static_tables(out_dir, static_rng)
@@ -85,7 +90,8 @@ def simulate(
         for chunk, first in enumerate(range(0, config.accounts, config.chunk_accounts)):
             n = min(config.chunk_accounts, config.accounts - first)
             seeds = np.random.SeedSequence([config.seed, chunk]).spawn(2)
-            result = ChunkSimulation(n, timeline, np.random.default_rng(seeds[0])).run()
+            rng = np.random.default_rng(seeds[0])
+            result = ChunkSimulation(n, timeline, rng, effects).run()
             # A separate stream for defects: a dirty dataset is its clean twin plus defects.
             writer.write_chunk(result, np.random.default_rng(seeds[1]))
             if progress is not None:

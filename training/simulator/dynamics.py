@@ -28,6 +28,7 @@ from datetime import date
 import numpy as np
 
 from training.simulator import catalog as cat
+from training.simulator.treatment import EFFECT_RULE_SETS, EffectRules
 
 DAY_US = 86_400_000_000
 SECOND_US = 1_000_000
@@ -47,10 +48,8 @@ TEAM_MULT = 3.5  # 2+ users added in 30 days, or more users than seats
 BREADTH_MULTS = (0.15, 0.6, 3.0, 7.0)  # <= 1, 2-3, 4-5, 6+ product features in 30 days
 PRICING_MULTS = (1.0, 3.0, 6.0)  # 0, 1-2, 3+ pricing-page views in 30 days
 PAYWALL_MULT = 1.8  # 2+ paywall hits in 30 days
-# Contacted (not holdout) in the last 45 days: an offer that answers a visible need (a
-# triggered one) moves the account more than a generic manual touch.
-OUTREACH_MULT_TRIGGERED = 1.6
-OUTREACH_MULT_MANUAL = 1.3
+# Contacted (not holdout) in the last 45 days: the hazard is multiplied by the touch's factor,
+# which the configured effect rules give from the account's state (training.simulator.treatment).
 OUTREACH_EFFECT_DAYS = 45
 OUTREACH_COOLDOWN_DAYS = 60
 POST_UPSELL_DAYS = 90  # follow-up window; no new expansion inside it
@@ -263,8 +262,16 @@ class _Observed:
 class ChunkSimulation:
     """Simulates `n` accounts over the timeline; `run()` returns their rows."""
 
-    def __init__(self, n: int, timeline: Timeline, rng: np.random.Generator) -> None:
+    def __init__(
+        self,
+        n: int,
+        timeline: Timeline,
+        rng: np.random.Generator,
+        effects: EffectRules | None = None,
+    ) -> None:
         self.n, self.tl, self.rng = n, timeline, rng
+        # What a touch does (training.simulator.treatment); draws no random numbers.
+        self.effects = effects or EFFECT_RULE_SETS["constant"]
         self._init_accounts()
         self._init_users()
 
@@ -365,8 +372,8 @@ class ChunkSimulation:
         self.s14 = np.zeros((n, K), dtype=np.int64)
 
         self.subs = _Records("acct", "time_us", "tier", "seats", "status")
-        self.outreach = _Records("acct", "time_us", "channel", "trigger", "holdout")
-        self.truth = _Records("acct", "day", "p")
+        self.outreach = _Records("acct", "time_us", "channel", "trigger", "holdout", "effect")
+        self.truth = _Records("acct", "day", "p", "p_touched", "effect")
         self.post_truth = _Records("acct", "time_us", "kind", "p", "adopted", "forced")
         self.events = _Records("acct", "time_us", "event", "user", "quantity", "day")
 
@@ -530,8 +537,44 @@ class ChunkSimulation:
         t_rem = np.clip(self.trial_end_day - d, 0, 60)
         p_trial = self._conversion_probability(ob) * (1 - np.exp(-(60 - t_rem) * h_raw))
         p[trial] = p_trial[trial]
+        # The same probability had the account been touched today (a triggered touch): the
+        # hazard times the touch's factor while the effect lasts (on top of an earlier touch's,
+        # if any). The difference is the true uplift the experiment and an uplift model try
+        # to recover.
+        effect = self.effects.multiplier(self._effect_state(ob, np.zeros(self.n, dtype=bool)))
+        h_touched = h_raw * effect
+        overlap = np.clip(OUTREACH_EFFECT_DAYS - rem, 0, None)
+        extra = (h_touched - h_raw) * overlap
+        p_touched = np.zeros(self.n)
+        p_touched[active] = (survive * (1 - np.exp(-(open_days * h_raw + extra))))[active]
+        t_overlap = np.clip(OUTREACH_EFFECT_DAYS - t_rem, 0, None)
+        t_extra = (h_touched - h_raw) * t_overlap
+        p_touched_trial = self._conversion_probability(ob) * (
+            1 - np.exp(-((60 - t_rem) * h_raw + t_extra))
+        )
+        p_touched[trial] = p_touched_trial[trial]
         idx = np.flatnonzero(active | trial)
-        self.truth.add(acct=idx, day=np.full(len(idx), d), p=p[idx])
+        self.truth.add(
+            acct=idx,
+            day=np.full(len(idx), d),
+            p=p[idx],
+            p_touched=p_touched[idx],
+            effect=effect[idx],
+        )
+
+    def _effect_state(self, ob: _Observed, manual: np.ndarray) -> dict[str, np.ndarray]:
+        """The account state the treatment effect rules read (`treatment.State`)."""
+        return {
+            "util": ob.util,
+            "breadth": ob.breadth,
+            "power14": ob.power14,
+            "pricing30": ob.pricing30,
+            "paywall30": ob.paywall30,
+            "team": ob.team,
+            "support30": ob.support30,
+            "segment": self.segment,
+            "manual": manual,
+        }
 
     def _change_time(self, d: int, idx: np.ndarray) -> np.ndarray:
         secs = HOUR_TABLE[self.region[idx], self.rng.integers(0, HOUR_BINS, len(idx))] * 3600
@@ -866,15 +909,16 @@ class ChunkSimulation:
         self.last_outreach[idx] = d
         contacted = idx[~holdout]
         self.contacted_until[contacted] = d + OUTREACH_EFFECT_DAYS
-        self.outreach_mult[contacted] = np.where(
-            trig[~holdout] == 5, OUTREACH_MULT_MANUAL, OUTREACH_MULT_TRIGGERED
-        )
+        # The factor the touch gives (held-out rows: the one it would have given).
+        effect = self.effects.multiplier(self._effect_state(ob, manual))[idx]
+        self.outreach_mult[contacted] = effect[~holdout]
         self.outreach.add(
             acct=idx,
             time_us=self._change_time(d, idx),
             channel=channel,
             trigger=trig,
             holdout=holdout,
+            effect=effect,
         )
 
     # ----------------------------------------------------------------- events

@@ -281,7 +281,23 @@ def _schemas(dirty: bool) -> dict[str, pa.Schema]:
             ]
         ),
         f"{TRUTH_DIR}/expansion_probability": pa.schema(
-            [("account_id", s), ("as_of", TS), ("p_expand_60d", pa.float64())]
+            [
+                ("account_id", s),
+                ("as_of", TS),
+                ("p_expand_60d", pa.float64()),
+                # Had the account been touched at as_of (training.simulator.treatment): the
+                # true individual effect is p_expand_60d_touched - p_expand_60d.
+                ("p_expand_60d_touched", pa.float64()),
+                ("touch_effect", pa.float64()),
+            ]
+        ),
+        f"{TRUTH_DIR}/outreach_effect": pa.schema(
+            [
+                ("account_id", s),
+                ("sent_at", TS),
+                ("holdout", pa.bool_()),
+                ("touch_effect", pa.float64()),  # hazard factor it gave (or would have)
+            ]
         ),
         f"{TRUTH_DIR}/post_upsell_probability": pa.schema(
             [
@@ -502,6 +518,17 @@ class DatasetWriter:
                 "account_id": pc.take(acct_ids, pa.array(tr["acct"], pa.int64())),
                 "as_of": _ts(self._day_us(tr["day"])),
                 "p_expand_60d": pa.array(tr["p"], pa.float64()),
+                "p_expand_60d_touched": pa.array(tr["p_touched"], pa.float64()),
+                "touch_effect": pa.array(tr["effect"], pa.float64()),
+            },
+        )
+        self._write(
+            f"{TRUTH_DIR}/outreach_effect",
+            {
+                "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
+                "sent_at": _ts(o["time_us"]),
+                "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
+                "touch_effect": pa.array(o["effect"], pa.float64()),
             },
         )
         pt = res.post_upsell_truth
