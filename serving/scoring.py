@@ -24,7 +24,6 @@ import numpy as np
 import pandas as pd
 
 from features.registry import FEATURES, default_label, feature_list
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
 from serving.baseline import RuleBaseline, rule_baseline
 from serving.model import ScoringModel, outside_training_range
@@ -36,6 +35,7 @@ from serving.registry import (
     load_scoring_model,
     model_source,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.snapshot import Snapshot
 
 # Columns of a scored frame, in the order the batch job writes them.

@@ -63,7 +63,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings, get_settings
 from serving.api_models import (
     ErrorBody,
     ExplainRequest,
@@ -103,6 +102,7 @@ from serving.scoring import (
     reasons_line,
     score_frame,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings, get_settings
 from serving.snapshot import Snapshot, read_snapshot
 
 # BentoML's server logging shows the `bentoml` logger tree at INFO (the root only at WARNING).

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from features.settings import Settings
 from serving.auth import ApiKeyMiddleware, AuthConfigError, check_auth_config, document_auth
 from serving.service import error_body, start_server
+from serving.settings import Settings
 
 
 async def _ok(scope, receive, send):

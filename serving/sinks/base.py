@@ -25,7 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 
 # One row per account, in this order; `triggers` is a list of names, `reasons` a list of
 # `{feature, value, contribution, text}` records, `base_value` the log-odds they start from.

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from features.triggers import TRIGGERS
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 
 ROUTES = ["csm", "automated"]
 
