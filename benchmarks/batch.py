@@ -56,7 +56,7 @@ def trained_models(accounts: int = TRAIN_ACCOUNTS, months: int = TRAIN_MONTHS) -
 
 def _train(data: str, models_dir: str) -> None:
     from features.dataset import load_dataset
-    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+    from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
     from training.config import TrainingConfig
     from training.pipeline import train_models
     from training.tracking import promote
@@ -70,9 +70,9 @@ def _train(data: str, models_dir: str) -> None:
 def _batch(data: str, models_dir: str, target: str, chunk_size: int) -> dict:
     """In a fresh process: the batch run, then the raw-model references on the same rows."""
     from features.dataset import load_dataset
-    from features.settings import Settings
     from serving.batch import run_batch
     from serving.scoring import Models
+    from serving.settings import Settings
     from serving.snapshot import build_snapshot
 
     settings = Settings(models_dir=Path(models_dir))

@@ -51,8 +51,8 @@ def _model_and_rows(rows: int):
     from benchmarks.batch import TRAIN_ACCOUNTS, TRAIN_MONTHS, trained_models
     from benchmarks.common import dataset
     from features.dataset import load_dataset
-    from features.settings import PROPENSITY_MODEL, Settings
     from serving.registry import load_scoring_model
+    from serving.settings import PROPENSITY_MODEL, Settings
     from serving.snapshot import build_snapshot
 
     models_dir = trained_models()

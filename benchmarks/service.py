@@ -78,7 +78,7 @@ def prepare_models(folder: Path, accounts: int) -> Path:
     import pandas as pd
 
     from features.dataset import load_dataset
-    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+    from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
     from serving.snapshot import Snapshot, build_snapshot, write_snapshot
     from training.config import TrainingConfig
     from training.pipeline import train_models
@@ -186,7 +186,6 @@ def run_service_bench(
     """
     import json
 
-    from features.settings import Settings
     from serving.api_models import RankRequest, RankResponse, ScoreResponse
     from serving.scoring import Models
     from serving.service import (
@@ -198,6 +197,7 @@ def run_service_bench(
         stop_server,
         wait_until_ready,
     )
+    from serving.settings import Settings
     from serving.snapshot import read_snapshot
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:

@@ -117,8 +117,8 @@ def _training_sets(engine: str, path: str) -> dict:
 
 def _batch(engine: str, path: str, models_dir: str) -> dict:
     from features.dataset import load_dataset
-    from features.settings import Settings
     from serving.batch import run_batch
+    from serving.settings import Settings
 
     settings = Settings(models_dir=Path(models_dir))
     with tempfile.TemporaryDirectory() as tmp:

@@ -52,7 +52,7 @@ from features.contract import (
 # `connect` lives with the engines (it made engine.py and this module import each other); the
 # name stays importable from here for existing callers.
 from features.engine import DuckDBEngine, Engine, SparkEngine, connect, make_engine  # noqa: F401
-from features.settings import get_settings
+from features.settings import get_feature_settings
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -269,7 +269,7 @@ def future_cutoff(now: datetime | None = None, tolerance: timedelta | None = Non
     if moment.tzinfo is not None:
         moment = moment.astimezone(UTC).replace(tzinfo=None)
     if tolerance is None:
-        tolerance = timedelta(days=get_settings().future_tolerance_days)
+        tolerance = timedelta(days=get_feature_settings().future_tolerance_days)
     return (moment + tolerance).replace(microsecond=0)
 
 

@@ -35,7 +35,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.spark import Spark
 
-from features.settings import get_settings
+from features.settings import get_feature_settings
 
 if TYPE_CHECKING:  # pyspark is optional: imported only by the Spark engine
     from pyspark.sql import DataFrame as SparkDataFrame
@@ -312,7 +312,7 @@ def connect(
     """
     con = duckdb.connect()
     con.execute("SET TimeZone = 'UTC'")
-    limit = memory_limit or get_settings().duckdb_memory_limit
+    limit = memory_limit or get_feature_settings().duckdb_memory_limit
     if limit:
         con.execute("SET memory_limit = ?", [limit])
     spill = temp_dir or Path(tempfile.gettempdir()) / "expansion-duckdb"

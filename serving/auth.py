@@ -24,7 +24,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from features.settings import Settings, get_settings
+from serving.settings import Settings, get_settings
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from features.registry import FEATURE_SET_VERSION
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from features.triggers import TRIGGERS, TriggerThresholds
 from serving.model import ModelContract
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 
 # The column each PQL trigger reads: what a reason shows for a fired rule.
 PQL_RULE_FEATURES = {

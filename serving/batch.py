@@ -34,12 +34,12 @@ from rich.table import Table
 
 from features.build import feature_spec
 from features.dataset import Dataset
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TRIGGERS
 from serving.coverage import resolve_as_of
 from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
 from serving.holdout import Experiment, hold_out
 from serving.scoring import RESULT_COLUMNS, Models, attach_reasons, rank_accounts, score_frame
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.sinks import ROUTES, ROW_COLUMNS, RunInfo, Sink, open_target
 from serving.snapshot import Snapshot, build_snapshot, write_snapshot
 

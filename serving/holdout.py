@@ -50,7 +50,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
-from features.settings import Settings
+from serving.settings import Settings
 from serving.sinks import (
     DatabaseSink,
     Sink,

@@ -25,9 +25,9 @@ import mlflow
 from mlflow import MlflowClient
 
 from features.registry import FEATURE_SET_VERSION
-from features.settings import Settings
 from serving.baseline import describe_rules
 from serving.model import ScoringModel
+from serving.settings import Settings
 
 
 class ModelContractError(RuntimeError):

@@ -25,7 +25,6 @@ import numpy as np
 import pandas as pd
 
 from features.registry import FEATURES, default_label, feature_list
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from features.triggers import TriggerThresholds, fired_triggers
 from serving.baseline import RuleBaseline, rule_baseline
 from serving.model import ScoringModel, float_matrix, outside_training_range
@@ -37,6 +36,7 @@ from serving.registry import (
     load_scoring_model,
     model_source,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.snapshot import Snapshot
 
 # Columns of a scored frame, in the order the batch job writes them.

@@ -73,7 +73,6 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import SecretStr, ValidationError
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings, get_settings
 from serving.api_models import (
     ErrorBody,
     ExplainRequest,
@@ -114,6 +113,7 @@ from serving.scoring import (
     reasons_line,
     score_frame,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings, get_settings
 from serving.snapshot import Snapshot, read_snapshot
 
 # BentoML's server logging shows the `bentoml` logger tree at INFO (the root only at WARNING).

@@ -33,10 +33,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.engine import to_pandas
-from features.settings import Settings
 from serving.batch import BatchSummary, _summarize
 from serving.drift import DriftReport, age_shifts, calendar_mismatches, drift_report
 from serving.scoring import Models, attach_reasons, score_frame
+from serving.settings import Settings
 from serving.sinks import ROW_COLUMNS, RunInfo, open_target
 from serving.snapshot import CONTEXT, Snapshot
 

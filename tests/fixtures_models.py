@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from features.dataset import Dataset, load_dataset
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.snapshot import build_snapshot, write_snapshot
 from training.config import TrainingConfig
 from training.pipeline import TrainingResult, train_models

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import select, text
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.batch import run_batch, score_snapshot
 from serving.scoring import Models, rank_accounts, score_accounts
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.sinks import (
     create_database_engine,
     history_table,
@@ -247,7 +247,7 @@ KILLED_JOB = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     from features.dataset import load_dataset
-    from features.settings import Settings
+    from serving.settings import Settings
     from serving.batch import run_batch
 
     data, models_dir, url, marker = sys.argv[1:5]

@@ -17,10 +17,10 @@ from sqlalchemy import Column, MetaData, Table, select
 from typer.testing import CliRunner
 
 from features.dataset import load_dataset
-from features.settings import get_settings
 from serving.batch import run_batch, score_snapshot
 from serving.coverage import AsOfOutOfRange, data_range, resolve_as_of
 from serving.scoring import Models
+from serving.settings import get_settings
 from serving.sinks import create_database_engine, open_target, runs_table
 from serving.snapshot import read_snapshot
 from tests.pg import pg_server, pg_url  # noqa: F401

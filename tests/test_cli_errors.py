@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from features.settings import Settings
 from serving.scoring import Models, rank_accounts, score_frame
 from serving.service import StateKeeper
+from serving.settings import Settings
 from serving.snapshot import read_snapshot
 
 ROOT = Path(__file__).resolve().parents[1]

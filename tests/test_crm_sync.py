@@ -507,7 +507,7 @@ def test_score_command_exit_code_3_on_partial_then_resume_and_dry_run(
 ):
     from typer.testing import CliRunner
 
-    from features.settings import get_settings
+    from serving.settings import get_settings
     from training.cli import PARTIAL_EXIT, app
 
     first = str(snapshot.features.index[0])

@@ -408,14 +408,14 @@ def test_stale_quarantine_file_is_removed_when_data_is_fixed(make_dataset):
 
 def test_duckdb_memory_limit_comes_from_the_setting(monkeypatch):
     from features.engine import connect
-    from features.settings import get_settings
+    from features.settings import get_feature_settings
 
     monkeypatch.setenv("EXPANSION_DUCKDB_MEMORY_LIMIT", "1GB")
-    get_settings.cache_clear()
+    get_feature_settings.cache_clear()
     try:
         limit = connect().execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     finally:
-        get_settings.cache_clear()
+        get_feature_settings.cache_clear()
     assert limit == "953.6 MiB"  # DuckDB reports 1 GB (10^9 bytes) in binary units
 
 
@@ -520,16 +520,16 @@ def test_the_future_tolerance_and_the_moment_of_the_run_are_honoured(make_datase
 
 
 def test_the_tolerance_comes_from_the_setting(make_dataset, monkeypatch):
-    from features.settings import get_settings
+    from features.settings import get_feature_settings
 
     soon = {"account_id": "a1", "timestamp": "2024-03-01T18:00:00", "event": "x", "event_id": "s"}
     path = make_dataset(extra={"events": [soon]})
     monkeypatch.setenv("EXPANSION_FUTURE_TOLERANCE_DAYS", "0.1")
-    get_settings.cache_clear()
+    get_feature_settings.cache_clear()
     try:
         ds = load_dataset(path, now=RUN_AT)
     finally:
-        get_settings.cache_clear()
+        get_feature_settings.cache_clear()
     assert ds.report.quarantine_counts() == {("events", "future_timestamp"): 1}
 
 

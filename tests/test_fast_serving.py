@@ -13,7 +13,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.settings import Settings
 from serving.model import ScoringModel
 from serving.scoring import (
     Models,
@@ -29,6 +28,7 @@ from serving.scoring import (
     rank_accounts,
     score_frame,
 )
+from serving.settings import Settings
 from serving.snapshot import Snapshot, read_snapshot
 
 

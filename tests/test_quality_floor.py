@@ -19,11 +19,11 @@ from mlflow import MlflowClient
 from rich.console import Console
 from sklearn.metrics import roc_auc_score
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from features.triggers import pql_score
 from serving.baseline import RuleBaseline, rule_rates, rule_score
 from serving.registry import FLOOR_TAG, configure_mlflow, load_scoring_model
 from serving.scoring import Models, score_accounts, score_frame
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.snapshot import read_snapshot
 from training.config import QualityFloor
 from training.evaluate import bootstrap_auc_interval
@@ -134,7 +134,7 @@ def test_an_older_run_without_floor_numbers_gets_them_from_its_test_frame(traine
 def _cli(args: list[str], models_dir: Path, monkeypatch):
     from typer.testing import CliRunner
 
-    from features.settings import get_settings
+    from serving.settings import get_settings
     from training.cli import app
 
     monkeypatch.setenv("EXPANSION_MODELS_DIR", str(models_dir))

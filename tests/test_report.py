@@ -198,7 +198,7 @@ def test_each_model_card_shows_its_own_models_plots(trained, tmp_path):
     second card overwrote the first's files and both cards showed the churn model's plots."""
     from mlflow import MlflowClient
 
-    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
+    from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
     from training.report import IMAGE_KEYS
 
     uri = trained.settings.resolved_tracking_uri
@@ -228,7 +228,7 @@ def test_each_model_card_shows_its_own_models_plots(trained, tmp_path):
 @pytest.mark.integration
 def test_the_report_says_when_the_rule_baseline_scores(trained, tmp_path):
     """The session's churn model is below the quality floor: no champion, the baseline scores."""
-    from features.settings import POST_UPSELL_MODEL
+    from serving.settings import POST_UPSELL_MODEL
 
     uri = trained.settings.resolved_tracking_uri
     card = model_card_from_mlflow(POST_UPSELL_MODEL, tmp_path, tracking_uri=uri)

@@ -26,7 +26,6 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.scoring import (
     Models,
     describe,
@@ -38,6 +37,7 @@ from serving.scoring import (
     score_frame,
 )
 from serving.service import served_holdout, start_server, stop_server, wait_until_ready
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.snapshot import Snapshot, read_snapshot, write_snapshot
 
 pytestmark = pytest.mark.integration

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from features.settings import Settings
 from serving.auth import (
     MIN_KEY_LENGTH,
     ApiKeyMiddleware,
@@ -20,6 +19,7 @@ from serving.auth import (
     document_auth,
 )
 from serving.service import PROJECT_ROOT, error_body, start_server
+from serving.settings import Settings
 
 # Keys as long as the service requires (MIN_KEY_LENGTH); the middleware itself takes any.
 KEY_ONE, KEY_TWO = "key-one-0123456789", "key-two-0123456789"

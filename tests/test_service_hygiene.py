@@ -27,8 +27,8 @@ import psutil
 import pytest
 from referencing import Registry, Resource
 
-from features.settings import Settings
 from serving.service import PROJECT_ROOT, start_server, stop_server, wait_until_ready
+from serving.settings import Settings
 from serving.snapshot import Snapshot, read_snapshot
 
 pytestmark = pytest.mark.integration

@@ -14,8 +14,8 @@ import pytest
 from mlflow import MlflowClient
 
 from features.registry import FEATURE_SET_VERSION
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.registry import configure_mlflow, load_scoring_model
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from training.config import LightGBMParams, TrainingConfig
 from training.tracking import log_and_register, promote
 from training.train import choose_calibrator, train_propensity
@@ -156,7 +156,7 @@ def test_logistic_model_takes_a_category_that_is_always_missing():
 def test_train_on_too_short_a_history_says_what_is_missing(make_dataset, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from features.settings import get_settings
+    from serving.settings import get_settings
     from training.cli import app
 
     monkeypatch.setenv("EXPANSION_MODELS_DIR", str(tmp_path / "models"))

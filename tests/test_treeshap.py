@@ -19,10 +19,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving import treeshap
 from serving.model import ScoringModel
 from serving.registry import load_scoring_model
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.snapshot import read_snapshot
 from serving.treeshap import TreeShap, UnsupportedModel
 

@@ -359,8 +359,8 @@ def train(
     ] = None,
 ) -> None:
     """Fit, evaluate and register both models (new versions get alias `challenger`)."""
-    from features.settings import get_settings
     from serving.registry import check_model_store
+    from serving.settings import get_settings
     from training.config import TrainingConfig
     from training.labels import NotEnoughData
     from training.pipeline import train_models
@@ -429,8 +429,8 @@ def promote(
     Exit 2 when a challenger is refused (one line per failed criterion); scoring then uses the
     champion, or the rule baseline where no champion clears the floor.
     """
-    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
     from serving.baseline import RULE_NAMES
+    from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
     from training.config import TrainingConfig
     from training.tracking import promote as run_promote
 
@@ -479,7 +479,7 @@ def compare(
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Recent training runs side by side, metrics as columns (from MLflow)."""
-    from features.settings import get_settings
+    from serving.settings import get_settings
     from training.tracking import compare_runs
 
     runs = compare_runs(get_settings(), limit=limit, model_name=model)
@@ -597,8 +597,8 @@ def snapshot(
     allow_out_of_range_as_of: AllowOutOfRange = False,
 ) -> None:
     """Build the feature snapshot the service scores accounts from (models/snapshot/)."""
-    from features.settings import get_settings
     from serving.coverage import AsOfOutOfRange
+    from serving.settings import get_settings
     from serving.snapshot import build_snapshot, write_snapshot
 
     ds = _load(data)
@@ -632,9 +632,9 @@ def rank(
     output: FormatOption = OutputFormat.table,
 ) -> None:
     """Print the accounts to pitch now, from the latest snapshot, with their reasons."""
-    from features.settings import get_settings
     from serving.registry import ModelContractError
     from serving.scoring import Models, attach_reasons, rank_accounts, score_frame
+    from serving.settings import get_settings
     from serving.snapshot import read_snapshot
 
     settings = get_settings()
@@ -901,10 +901,10 @@ def score(
     Exit code 3: a live CRM/webhook sync finished but some records did not land (listed in
     the summary and in scoring_runs.crm_sync); rerun with the same --run-id to resend them.
     """
-    from features.settings import get_settings
     from serving.batch import default_target, run_batch
     from serving.coverage import AsOfOutOfRange, resolve_as_of
     from serving.registry import ModelContractError
+    from serving.settings import get_settings
 
     settings = get_settings()
     if engine not in ("duckdb", "spark"):
@@ -1050,9 +1050,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 3000,
 ) -> None:
     """Start the scoring API (BentoML): /score, /rank, /explain, /model_info, /readyz."""
-    from features.settings import get_settings
     from serving.auth import AuthConfigError
     from serving.service import serve as run_server
+    from serving.settings import get_settings
 
     try:
         code = run_server(host, port, get_settings())
@@ -1088,9 +1088,9 @@ def report(
     import tempfile
     from datetime import timedelta
 
-    from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
     from serving.holdout import assignment_history
     from serving.registry import check_model_store
+    from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, get_settings
     from training.report import model_card_from_mlflow, render_report
 
     if from_ and to and from_ > to:

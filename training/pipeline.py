@@ -9,7 +9,7 @@ from pathlib import Path
 
 from features.build import Progress
 from features.dataset import Dataset
-from features.settings import Settings
+from serving.settings import Settings
 from training.config import TrainingConfig
 from training.tracking import log_and_register
 from training.train import FittedModel, train_post_upsell, train_propensity

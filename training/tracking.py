@@ -22,7 +22,6 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.models import infer_signature
 
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.baseline import RULE_NAMES, rule_score
 from serving.model import PyfuncScoringModel
 from serving.registry import (
@@ -31,6 +30,7 @@ from serving.registry import (
     configure_mlflow,
     load_scoring_model,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from training.config import QualityFloor
 from training.evaluate import bootstrap_auc_interval, probability_metrics, ranking_metrics
 from training.train import FittedModel

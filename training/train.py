@@ -29,7 +29,6 @@ from sklearn.metrics import log_loss
 from features.build import Progress, feature_spec
 from features.dataset import Dataset
 from features.registry import FEATURE_SET_VERSION, FEATURES
-from features.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from features.triggers import pql_score, trigger_flags
 from serving.baseline import health_rules_score, rule_rates, rule_score
 from serving.model import (
@@ -39,6 +38,7 @@ from serving.model import (
     fit_linear,
     probability_bounds,
 )
+from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from training.config import LightGBMParams, TrainingConfig
 from training.evaluate import (
     bootstrap_auc_interval,

@@ -123,7 +123,7 @@ class SyncOptions:
         cls, options: dict[str, str], *, max_batch: int, default_rate: Rate | None
     ) -> SyncOptions:
         """Options of a target (`?rate=10/s&deadline=600`) over the defaults."""
-        from features.settings import get_settings  # serving may read the settings
+        from serving.settings import get_settings
 
         models_dir = get_settings().models_dir
         batch = int(options.get("batch_size", max_batch))
