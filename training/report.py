@@ -18,8 +18,8 @@ into plain view objects; the page itself is drawn by the shared HTML toolkit in 
 one Jinja2 template per section (`serving/web/templates/report/`), the stylesheet inlined, the
 charts as base64 PNGs (`serving.web.charts`). The file references nothing outside itself.
 
-To add a section: write its template under `templates/report/` (it reads `section.data`), and
-add a `Section` for it in `report_sections`.
+To add a section: write its template under `templates/report/` (it reads `section.data`), add
+a `Section` for it in `report_sections` and its id to `SECTION_IDS` (the tests check each id).
 """
 
 from __future__ import annotations
