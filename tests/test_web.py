@@ -112,3 +112,8 @@ def test_serving_web_never_imports_training():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-1000:]
+
+
+def test_number_formats_are_filters_for_the_pages():
+    template = environment().from_string("{{ a|money }} {{ b|pct }} {{ c|num }} {{ d|metric }}")
+    assert template.render(a=12345.6, b=0.1234, c=3, d=float("nan")) == "12,346 12.3% 3 –"
