@@ -187,6 +187,7 @@ def test_report_section_shows_lifts_breakdowns_and_sample_size(ds, tmp_path):
 
 
 def test_no_units_gives_empty_rows_and_a_note(make_dataset, tmp_path):
+    from serving.web.render import render
     from training.incrementality_report import collect_incrementality, incrementality_section
 
     ds = load_dataset(make_dataset())  # no outreach table, no assignments
@@ -194,8 +195,9 @@ def test_no_units_gives_empty_rows_and_a_note(make_dataset, tmp_path):
     assert out.empty
     lift = incremental_outcomes(out)
     assert (lift["treated_n"] == 0).all() and lift["lift"].isna().all()
-    section = incrementality_section(collect_incrementality(ds))
-    assert "No holdout units yet" in section
+    (section,) = incrementality_section(collect_incrementality(ds))
+    html = render("report/section.html", section=section)
+    assert '<section id="incrementality">' in html and "No holdout units yet" in html
 
 
 def test_qini_curve_by_hand():

@@ -3,7 +3,7 @@ many accounts an experiment needs to tell.
 
 The numbers come from `features.analytics.incrementality`; the units are the `outreach` rows
 and, when the caller passes them (`serving.holdout.assignment_history` of the CRM database),
-the arms the batch drew. Rendering reuses the report's table and format helpers.
+the arms the batch drew. The page text is the template `report/incrementality.html`.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ import pandas as pd
 from features.analytics import incrementality as inc
 from features.analytics.common import TimeLike
 from features.dataset import Dataset
+from serving.web.components import Section, Table, table
+from serving.web.format import fmt_money, fmt_num, fmt_pct
 
 SECTION_ID = "incrementality"
 LIFTS = (0.01, 0.02, 0.05)  # absolute conversion lifts the sample-size table is shown for
@@ -94,60 +96,51 @@ BREAKDOWN_TITLES = {
 }
 
 
-def _formatted(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Money or rates per metric row: rates as percentages, MRR as money."""
-    from training.report import fmt_money, fmt_num, fmt_pct
-
+def _formatted(frame: pd.DataFrame, caption: str, collapsed: bool = False) -> Table:
+    """A table of lifts: rates as percentages, MRR as money, per metric row."""
     shown = frame.assign(metric=frame["metric"].map(TITLES).fillna(frame["metric"]))
-    cells = {}
     for col in ("treated_mean", "holdout_mean", "lift", "ci_low", "ci_high"):
         shown[col] = [
             fmt_pct(v) if m == "converted" else fmt_money(v)
             for v, m in zip(frame[col], frame["metric"], strict=True)
         ]
-    cells["treated_n"] = lambda v: fmt_num(v, 0)
-    cells["holdout_n"] = lambda v: fmt_num(v, 0)
-    return shown, cells
+    counts = {"treated_n": lambda v: fmt_num(v, 0), "holdout_n": lambda v: fmt_num(v, 0)}
+    return table(shown, counts, caption=caption, collapsed=collapsed)
 
 
-def incrementality_section(data: IncrementalityData | None) -> str:
-    """The section's HTML (empty when the report was built without it)."""
-    from training.report import _table, fmt_num, fmt_pct
-
+def incrementality_section(data: IncrementalityData | None) -> list[Section]:
+    """The section (none when the report was built without it); its text is in
+    `serving/web/templates/report/incrementality.html`."""
     if data is None:
-        return ""
-    head = f'<section id="{SECTION_ID}"><h2>Incrementality: outreach vs holdout</h2>'
-    if data.holdout_units == 0:
-        return (
-            head + '<p class="note">No holdout units yet: neither the outreach table nor the '
-            "batch's holdout arms hold an eligible account left alone, so what outreach adds "
-            "cannot be measured. The batch assigns a holdout on every run "
-            "(EXPANSION_HOLDOUT_SHARE).</p></section>"
+        return []
+    view: dict[str, object] = {"holdout_units": data.holdout_units}
+    if data.holdout_units:
+        sizes = data.sample_sizes.copy()
+        if not sizes.empty:
+            sizes["lift"] = [f"+{fmt_num(v * 100, 1)} points" for v in sizes["lift"]]
+        view |= {
+            "units": fmt_num(data.units, 0),
+            "held_out": fmt_num(data.holdout_units, 0),
+            "sources": ", ".join(f"{k} {v:,}" for k, v in data.sources.items()),
+            "overall": _formatted(data.overall.drop(columns=["method"]), "All units"),
+            "breakdowns": [
+                _formatted(
+                    frame[frame[by] != "all"].drop(columns=["method"]),
+                    BREAKDOWN_TITLES[by],
+                    collapsed=True,
+                )
+                for by, frame in data.breakdowns.items()
+            ],
+            "base_rate": fmt_pct(data.base_rate),
+            "holdout_share": fmt_pct(data.holdout_share),
+            "detectable_lift": fmt_pct(data.detectable_lift),
+            "sample_sizes": table(sizes, caption="Units needed (holdout, treated, total)"),
+        }
+    return [
+        Section(
+            SECTION_ID,
+            "Incrementality: outreach vs holdout",
+            "report/incrementality.html",
+            view,
         )
-    sources = ", ".join(f"{k} {v:,}" for k, v in data.sources.items())
-    overall, cells = _formatted(data.overall.drop(columns=["method"]))
-    parts = [
-        head,
-        f"<p>{data.units:,} units ({sources}), {data.holdout_units:,} of them held out. "
-        "Lift = treated minus holdout; conversion has Newcombe's 95% interval, the MRR "
-        "metrics a 95% percentile bootstrap. An interval that crosses 0 means the data cannot "
-        "tell yet. Treated units count whether or not they were then called (intent to "
-        "treat).</p>",
-        _table(overall, cells, caption="All units"),
     ]
-    for by, frame in data.breakdowns.items():
-        shown, cells = _formatted(frame[frame[by] != "all"].drop(columns=["method"]))
-        parts.append(_table(shown, cells, caption=BREAKDOWN_TITLES[by], collapsed=True))
-    parts.append(
-        "<h3>Sample size</h3>"
-        f"<p>With the holdout's conversion of {fmt_pct(data.base_rate)} and "
-        f"{fmt_pct(data.holdout_share)} of units held out, the arms so far detect a conversion "
-        f"lift of {fmt_pct(data.detectable_lift)} or more (5% two-sided, 80% power). "
-        "Units needed for smaller lifts:</p>"
-    )
-    sizes = data.sample_sizes.copy()
-    if not sizes.empty:
-        sizes["lift"] = [f"+{fmt_num(v * 100, 1)} points" for v in sizes["lift"]]
-    parts.append(_table(sizes, caption="Units needed (holdout, treated, total)"))
-    parts.append("</section>")
-    return "\n".join(parts)
