@@ -144,6 +144,16 @@ class RuleBaseline:
                 out[:, j] = flags[name]
         return out, np.zeros(len(features))
 
+    def input_matrix(self, features: pd.DataFrame) -> np.ndarray:
+        """What `matrix_contributions` explains (as `ScoringModel.input_matrix`): the rules are
+        cheap, so the prepared rows are their contributions already, base value last."""
+        contrib, base = self.contributions(features)
+        return np.column_stack([contrib, base])
+
+    def matrix_contributions(self, matrix: np.ndarray, threads: int | None = None) -> np.ndarray:
+        """Contributions of rows of `input_matrix` (features, then the base value)."""
+        return matrix
+
 
 def rule_baseline(
     name: str, source: dict[str, Any], expected: list[str], reason: str

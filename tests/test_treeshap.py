@@ -213,7 +213,9 @@ def test_bad_input_and_unsupported_models_are_refused(monkeypatch):
 def project_models(trained):
     models = {}
     for name in (PROPENSITY_MODEL, POST_UPSELL_MODEL):
-        model, _ = load_scoring_model(trained.settings, name)
+        # By version: the small-data churn model may be below the quality floor (no champion).
+        version = trained.result.versions[name]
+        model, _ = load_scoring_model(trained.settings, name, version=version)
         models[name] = model
     snapshot = read_snapshot(trained.settings.models_dir / "snapshot")
     return models, snapshot
