@@ -146,6 +146,6 @@ def test_train_on_too_short_a_history_says_what_is_missing(make_dataset, tmp_pat
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
-    assert "not enough monthly observation dates" in text
+    assert "not enough history to train" in text
     assert "Supply a longer history" in text
     assert "Traceback" not in result.output
