@@ -138,3 +138,30 @@ def test_train_promote_and_score_run_on_each_shape(shape, tmp_path):
     assert len(live) > 400
     assert np.isfinite(live["expected_net_value"]).all()
     assert np.isfinite(live["p_expand"]).all() and np.isfinite(live["p_post_upsell_churn"]).all()
+
+
+def test_the_next_tier_offered_is_in_the_customers_billing_period():
+    from serving.scoring import next_steps
+    from training.simulator.pricing import PricingShape, plans_table
+
+    plans = plans_table(PricingShape(annual_share=0.5)).to_pandas()
+    current = ["plan_starter", "plan_starter_annual", "plan_team_annual", "plan_team", "unknown"]
+    frame = pd.DataFrame(
+        {
+            "ctx_plan_id": current,
+            "plan_tier": [1, 1, 2, 2, 1],
+            "seats": [5, 5, 5, 5, 5],
+            "mrr": [100.0, 80.0, 200.0, 250.0, 100.0],
+            "quota_util_max": [0.9] * 5,  # pressing on the plan: a tier up
+            "premium_trial_features_30d": [0] * 5,
+            "paywall_hits_30d": [0] * 5,
+        }
+    )
+    steps = next_steps(frame, plans)["next_step"].tolist()
+    assert steps[:4] == [
+        "upgrade to plan_team",
+        "upgrade to plan_team_annual",
+        "upgrade to plan_business_annual",
+        "upgrade to plan_business",
+    ]
+    assert steps[4] in ("upgrade to plan_team", "upgrade to plan_team_annual")
