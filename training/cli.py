@@ -362,7 +362,8 @@ def compare(
     ]
     table = Table(title="Recent runs")
     for col in ["run", "model", "version", "aliases", "started", *metrics]:
-        table.add_column(col.replace("test_", ""), justify="right" if col in metrics else "left")
+        label = col.replace("test_", "").replace("decision_capture_", "top10% kept MRR: ")
+        table.add_column(label, justify="right" if col in metrics else "left")
     for _, r in runs.iterrows():
         table.add_row(
             r["run_id"][:8],
