@@ -104,6 +104,12 @@ TABLES: dict[str, TableSpec] = {
                 Column("seats", "int", True, "seats bought (>= 0)"),
                 Column("mrr", "float", True, "monthly recurring revenue (>= 0)"),
                 Column("status", "str", True, "active, trialing or canceled"),
+                Column(
+                    "list_mrr",
+                    "float",
+                    description="mrr before discounts; an mrr change at the same list_mrr "
+                    "(a discount starting or ending) is repricing, not an expansion",
+                ),
             ),
             required=True,
             key=("account_id", "effective_at"),

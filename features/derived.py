@@ -2,8 +2,13 @@
 
 From consecutive subscription rows of one account: the first row is `new`; to `canceled` is
 `churn`; from `canceled` back is `reactivation`; a higher tier is `upgrade`, a lower one
-`downgrade`; the same tier with higher mrr is `expansion`, lower `contraction`; otherwise
-`unchanged`. Features, labels and analytics all read `subscription_changes`.
+`downgrade`; where the dataset gives the optional `list_mrr` (mrr before discounts), an mrr
+change at an unchanged `list_mrr` is `repricing` (a discount starting or ending: the customer
+buys nothing more or less, so it is neither an expansion nor a contraction); otherwise the
+same tier with higher mrr is `expansion`, lower `contraction`, else `unchanged`. Without
+`list_mrr` a discount ending cannot be told from an add-on and counts as an expansion.
+Features, labels and analytics all read `subscription_changes` (the MRR bridge books
+repricing with expansion or contraction MRR so that it still adds up).
 """
 
 from __future__ import annotations
@@ -37,6 +42,8 @@ SELECT
         WHEN LAG(s.status) OVER w = 'canceled' THEN 'reactivation'
         WHEN p.tier > LAG(p.tier) OVER w THEN 'upgrade'
         WHEN p.tier < LAG(p.tier) OVER w THEN 'downgrade'
+        WHEN s.list_mrr = LAG(s.list_mrr) OVER w AND s.mrr <> LAG(s.mrr) OVER w
+            THEN 'repricing'
         WHEN s.mrr > LAG(s.mrr) OVER w THEN 'expansion'
         WHEN s.mrr < LAG(s.mrr) OVER w THEN 'contraction'
         ELSE 'unchanged'

@@ -152,6 +152,35 @@ class Models:
 # --- next step and its value -------------------------------------------------------------
 
 
+def _same_variant(up: pd.DataFrame, plan_id: pd.Series, prices: pd.DataFrame) -> pd.DataFrame:
+    """The next tier's plan of the same variant (billing period) as the current plan.
+
+    A tier sold in several variants (monthly, annual) has several plans; ranked by price within
+    their tier, the variant keeps its rank across tiers, so a monthly customer is offered the
+    next tier's monthly plan, never its annual one. Unknown plans keep the tier's first plan.
+    """
+    ranked = prices.assign(_price=prices["base_mrr"] + prices["seat_mrr"]).sort_values(
+        ["tier", "_price", "plan_id"]
+    )
+    ranked["_rank"] = ranked.groupby("tier").cumcount()
+    rank = plan_id.astype(object).map(ranked.set_index("plan_id")["_rank"]).to_numpy()
+    known = ~pd.isna(rank)
+    if not known.any():
+        return up
+    last = ranked.groupby("tier")["_rank"].max()
+    target_rank = np.minimum(
+        np.where(known, rank, 0).astype("int64"),
+        up["tier"].map(last).fillna(0).to_numpy(dtype="int64"),
+    )
+    match = ranked.set_index(["tier", "_rank"]).reindex(
+        pd.MultiIndex.from_arrays([up["tier"].to_numpy(), target_rank])
+    )
+    out = up.copy()
+    for col in ("plan_id", "base_mrr", "seat_mrr"):
+        out[col] = np.where(known, match[col].to_numpy(), up[col].to_numpy())
+    return out
+
+
 def next_steps(frame: pd.DataFrame, plans: pd.DataFrame) -> pd.DataFrame:
     """The likely next step of each account and its mrr gain, from the price list.
 
@@ -176,7 +205,9 @@ def next_steps(frame: pd.DataFrame, plans: pd.DataFrame) -> pd.DataFrame:
     # The next tier up: the first listed tier above the current one (none at the top).
     up_pos = np.searchsorted(tier_values, np.nan_to_num(tier, nan=np.inf), side="right")
     has_up = up_pos < len(tiers)
-    up = tiers.iloc[np.minimum(up_pos, len(tiers) - 1)]
+    up = tiers.iloc[np.minimum(up_pos, len(tiers) - 1)].reset_index(drop=True)
+    if "ctx_plan_id" in frame:
+        up = _same_variant(up, frame["ctx_plan_id"], prices)
     up_gain = up["base_mrr"].to_numpy() + up["seat_mrr"].to_numpy() * np.maximum(seats, 1) - mrr
     upgrade = pressing & has_up
 

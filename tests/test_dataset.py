@@ -594,6 +594,15 @@ def test_non_finite_numbers_are_quarantined_in_every_numeric_column(make_dataset
                 "mrr": number,
                 "status": "active",
             },
+            {
+                "account_id": "a1",
+                "effective_at": "2024-02-03",
+                "plan_id": "pro",
+                "seats": 2,
+                "mrr": 5.0,
+                "status": "active",
+                "list_mrr": number,
+            },
         ],
         "events": [
             {
@@ -621,8 +630,8 @@ def test_non_finite_numbers_are_quarantined_in_every_numeric_column(make_dataset
     }
     assert ds.report.quarantine_counts() == expected
     q = pd.read_parquet(ds.path / "_quarantine" / "subscriptions.parquet")
-    assert q["reason"].tolist() == ["non_finite_seats", "non_finite_mrr"]
-    assert q["source_row"].tolist() == [3, 4]
+    assert q["reason"].tolist() == ["non_finite_seats", "non_finite_mrr", "non_finite_list_mrr"]
+    assert q["source_row"].tolist() == [3, 4, 5]
     assert len(ds.frame("events")) == 2 and len(ds.frame("plans")) == 2
 
 

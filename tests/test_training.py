@@ -131,7 +131,10 @@ def test_promote_refuses_a_challenger_that_does_not_beat_the_champion(trained):
 
 def test_identical_reruns_give_identical_metrics(trained, tmp_path):
     again = train_propensity(trained.dataset, TrainingConfig(), tmp_path)
-    first = trained.result.propensity.metrics
+    # the pipeline adds the decision metric (both models needed) to the propensity run
+    first = {
+        k: v for k, v in trained.result.propensity.metrics.items() if not k.startswith("decision_")
+    }
     assert again.metrics == pytest.approx(first, rel=0, abs=0, nan_ok=True)
     assert (
         again.model.contract.metadata["data_fingerprint"]
@@ -167,6 +170,23 @@ def test_train_on_too_short_a_history_says_what_is_missing(make_dataset, tmp_pat
         get_settings.cache_clear()
     assert result.exit_code == 2, result.output
     text = " ".join(result.output.split())
-    assert "not enough monthly observation dates" in text
+    assert "not enough history to train" in text
     assert "Supply a longer history" in text
     assert "Traceback" not in result.output
+
+
+def test_decision_metric_is_logged_for_every_ranking(trained):
+    configure_mlflow(trained.settings)
+    m = trained.result.propensity.metrics
+    names = ("net_value", "propensity", "current_mrr", "rules", "random")
+    shares = [m[f"decision_capture_{n}"] for n in names]
+    assert all(0.0 <= s <= 1.0 for s in shares)
+    assert abs(m["decision_capture_random"] - 0.10) < 0.05
+    # a learned ranking finds more retained expansion MRR than chance
+    assert m["decision_capture_propensity"] > 1.5 * m["decision_capture_random"]
+    run = MlflowClient().get_run(
+        MlflowClient().get_model_version_by_alias(PROPENSITY_MODEL, "champion").run_id
+    )
+    assert run.data.metrics["decision_capture_net_value"] == pytest.approx(
+        m["decision_capture_net_value"]
+    )

@@ -192,14 +192,39 @@ def simulate(
     dirty: Annotated[
         bool, typer.Option(help="Inject known defects (for testing the quarantine).")
     ] = False,
+    flat_pricing: Annotated[bool, typer.Option(help="One price per tier, no seat price.")] = False,
+    annual_share: Annotated[
+        float, typer.Option(help="Share of accounts billed annually (tiers sold both ways).")
+    ] = 0.0,
+    discount_share: Annotated[
+        float, typer.Option(help="Share of accounts with a sign-up discount that ends.")
+    ] = 0.0,
+    upgrades_at_renewal: Annotated[
+        bool, typer.Option(help="Tier upgrades only on a monthly renewal day.")
+    ] = False,
+    plan_limits: Annotated[bool, typer.Option(help="Write the plan_limits table.")] = True,
+    outreach: Annotated[bool, typer.Option(help="Simulate and write upsell outreach.")] = True,
 ) -> None:
     """Write a synthetic B2B SaaS dataset (contract tables plus ground truth in _truth/)."""
     from training.simulator import SimulationConfig
     from training.simulator import simulate as run_simulation
 
-    config = SimulationConfig(
-        accounts=accounts, months=months, seed=seed, start=date.fromisoformat(start), dirty=dirty
-    )
+    try:
+        config = SimulationConfig(
+            accounts=accounts,
+            months=months,
+            seed=seed,
+            start=date.fromisoformat(start),
+            dirty=dirty,
+            flat_pricing=flat_pricing,
+            annual_share=annual_share,
+            discount_share=discount_share,
+            upgrades_at_renewal=upgrades_at_renewal,
+            plan_limits=plan_limits,
+            outreach=outreach,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from exc
     with progress_bar("simulating accounts") as progress:
         task = progress.add_task("simulating accounts", total=accounts)
         summary = run_simulation(
@@ -368,7 +393,7 @@ def train(
     cfg = TrainingConfig.from_toml(config)
     check_model_store(get_settings().resolved_tracking_uri)  # now, not after the training
     ds = _load(data)
-    steps = ["propensity model", "post-upsell churn model", "logging to MLflow"]
+    steps = ["propensity model", "post-upsell churn model", "decision metric", "logging to MLflow"]
     try:
         with progress_bar("training") as progress:
             task = progress.add_task("training", total=len(steps))
@@ -499,10 +524,15 @@ def compare(
         "test_precision_at_10",
         "rules_precision_at_10",
         "auc_ratio_to_oracle",
+        # top-decile share of retained expansion MRR (training.decision_metric)
+        "decision_capture_net_value",
+        "decision_capture_propensity",
+        "decision_capture_current_mrr",
     ]
     table = Table(title="Recent runs")
     for col in ["run", "model", "version", "aliases", "started", *metrics]:
-        table.add_column(col.replace("test_", ""), justify="right" if col in metrics else "left")
+        label = col.replace("test_", "").replace("decision_capture_", "top10% kept MRR: ")
+        table.add_column(label, justify="right" if col in metrics else "left")
     for _, r in runs.iterrows():
         table.add_row(
             r["run_id"][:8],

@@ -101,6 +101,15 @@ class TrainingConfig(_Frozen):
     horizon_days: int = 60
     post_upsell_days: int = 90
     warmup_days: int = Field(90, description="History required before the first date.")
+    # Short histories (training.history): relax the plan only as far as the data needs.
+    short_history: Literal["auto", "refuse"] = Field(
+        "auto", description="'auto': shorten warm-up, cadence and validation gap if needed."
+    )
+    min_warmup_days: int = Field(30, ge=1, description="Shortest warm-up 'auto' may use.")
+    min_train_dates: int = Field(2, ge=1, description="Training dates a shortened plan needs.")
+    validation_account_share: float = Field(
+        0.2, gt=0, lt=1, description="Accounts held out for validation in a shortened plan."
+    )
     split: SplitConfig = SplitConfig()
     propensity: LightGBMParams = LightGBMParams()
     post_upsell: PostUpsellConfig = PostUpsellConfig()

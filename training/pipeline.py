@@ -9,8 +9,10 @@ from pathlib import Path
 
 from features.build import Progress
 from features.dataset import Dataset
+from serving.scoring import next_steps, prospective_inputs
 from serving.settings import Settings
 from training.config import TrainingConfig
+from training.decision_metric import decision_metrics
 from training.tracking import log_and_register
 from training.train import FittedModel, train_post_upsell, train_propensity
 
@@ -22,6 +24,30 @@ class TrainingResult:
     post_upsell: FittedModel
     versions: dict[str, str]
     seconds: float
+
+
+def net_value_decision_metrics(
+    dataset: Dataset, config: TrainingConfig, propensity: FittedModel, post_upsell: FittedModel
+) -> dict[str, float]:
+    """Top-decile retained-MRR capture of net value and its baselines on the test period.
+
+    Net value is computed as the service does (`serving.scoring`), from the two models just fitted
+    and the dataset's price list.
+    """
+    test = propensity.test_frame
+    p_expand = propensity.model.predict_proba(test)
+    steps = next_steps(test, dataset.frame("plans"))
+    p_churn = post_upsell.model.predict_proba(
+        prospective_inputs(test, steps, post_upsell.model.contract.metadata)
+    )
+    net = p_expand * steps["expected_uplift_mrr"].to_numpy() * (1 - p_churn)
+    return decision_metrics(
+        dataset,
+        test,
+        {"net_value": net, "propensity": p_expand},
+        config.horizon_days,
+        config.seed,
+    )
 
 
 def train_models(
@@ -38,6 +64,9 @@ def train_models(
         propensity = train_propensity(dataset, config, tmp / "propensity")
         note("post-upsell churn model")
         post_upsell = train_post_upsell(dataset, config, tmp / "post_upsell")
+        note("decision metric")
+        decision = net_value_decision_metrics(dataset, config, propensity, post_upsell)
+        propensity.metrics.update(decision)
         training_id = propensity.model.contract.metadata["data_fingerprint"][:8]
         note("logging to MLflow")
         config_json = config.model_dump_json(indent=1)

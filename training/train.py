@@ -50,6 +50,7 @@ from training.evaluate import (
     ranking_metrics,
     top_share_mask,
 )
+from training.history import hold_out_accounts, plan_history
 from training.labels import (
     ADOPTION_AFTER_EXPANSION,
     ADOPTION_FEATURES,
@@ -57,7 +58,6 @@ from training.labels import (
     PROPENSITY_LABEL,
     LabelWindows,
     NotEnoughData,
-    observation_dates,
     post_upsell_training_set,
     propensity_training_set,
 )
@@ -202,12 +202,10 @@ def train_propensity(
 ) -> FittedModel:
     """Fit, calibrate and evaluate the upgrade-propensity model."""
     windows = LabelWindows(config.horizon_days, config.post_upsell_days)
-    dates = observation_dates(
-        dataset, config.cadence, warmup_days=config.warmup_days, horizon_days=config.horizon_days
-    )
-    split = time_split(dates, config)
+    plan = plan_history(dataset, config)
+    split = Split(plan.train, plan.validation or plan.train, plan.test)
     frame = propensity_training_set(
-        dataset, split.train + split.validation + split.test, windows, progress=progress
+        dataset, plan.train + plan.validation + plan.test, windows, progress=progress
     )
     spec = feature_spec(dataset)
     parts = {
@@ -218,6 +216,12 @@ def train_propensity(
             ("test", split.test),
         )
     }
+    if plan.validation_on_accounts:  # short history: validation = held-out accounts
+        held = hold_out_accounts(
+            parts["train"]["account_id"], config.validation_account_share, config.seed
+        )
+        parts["validation"] = parts["train"][held].reset_index(drop=True)
+        parts["train"] = parts["train"][~held].reset_index(drop=True)
     train, valid, test = parts["train"], parts["validation"], parts["test"]
     y_tr, y_va, y_te = (p[PROPENSITY_LABEL].to_numpy() for p in (train, valid, test))
     contract = ModelContract(
@@ -284,6 +288,7 @@ def train_propensity(
             "validation_window": [str(split.validation[0]), str(split.validation[-1])],
             "test_window": [str(split.test[0]), str(split.test[-1])],
             "horizon_days": config.horizon_days,
+            "history": plan.statements,  # what a short history shortened (empty: nothing)
             "data_fingerprint": fingerprint(train),
             "dataset": str(dataset.path),
             # Drift is measured against the latest training date: features such as tenure grow
@@ -318,14 +323,15 @@ def train_propensity(
     )
     params = {
         **config.propensity.model_dump(),
+        **plan.params(),
         "seed": config.seed,
-        "cadence": config.cadence,
+        "cadence": plan.cadence,
         "horizon_days": config.horizon_days,
         "calibration": method,
         "feature_set_version": FEATURE_SET_VERSION,
         "n_features": len(spec.names),
     }
-    return FittedModel(model, params, metrics, plots, test_frame=test)
+    return FittedModel(model, params, metrics, plots, test_frame=test, notes=plan.statements)
 
 
 def floor_metrics(
@@ -429,6 +435,7 @@ def train_post_upsell(
     train, valid = earlier[te < valid_start], earlier[te >= valid_start]
     train, valid, test = (_with_unknown_adoption(p) for p in (train, valid, test))
     y_tr, y_va = train[POST_UPSELL_LABEL].to_numpy(), valid[POST_UPSELL_LABEL].to_numpy()
+    _require_both_outcomes(frame, y_tr, y_va, config.post_upsell_days)
     contract = ModelContract(
         name=POST_UPSELL_MODEL,
         features=names,
@@ -577,6 +584,26 @@ def train_post_upsell(
         "n_features": len(names),
     }
     return FittedModel(model, params, metrics, plots, test_frame=prospective, notes=notes)
+
+
+def _require_both_outcomes(
+    frame: pd.DataFrame, y_train: np.ndarray, y_valid: np.ndarray, follow_up_days: int
+) -> None:
+    """Refuse in one line when the training or validation part has a single outcome.
+
+    A short history leaves only the expansions of its first months with a full follow-up, so
+    on a few hundred accounts the churned ones can all fall into the test period.
+    """
+    parts = {"training": y_train, "validation": y_valid}
+    single = [name for name, y in parts.items() if len(np.unique(y)) < 2]
+    if single:
+        churned = int(frame[POST_UPSELL_LABEL].sum())
+        raise NotEnoughData(
+            f"post-upsell churn model: {churned} of {len(frame)} expansions with "
+            f"{follow_up_days} days of follow-up churned, and the {' and '.join(single)} "
+            "part has none (or only churned ones): too few to fit and calibrate on. Supply "
+            "more accounts or a longer history"
+        )
 
 
 def _with_unknown_adoption(frame: pd.DataFrame) -> pd.DataFrame:

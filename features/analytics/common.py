@@ -167,10 +167,16 @@ WITH s AS (
 ), m AS (
     SELECT o.obs_id,
         SUM(c.live_mrr - c.prev_live_mrr) FILTER (WHERE c.change_kind = 'new') AS new_mrr,
+        -- repricing (a discount ending, a billing-period switch) is booked by its sign so
+        -- the bridge adds up; it is not an expansion for the models (features.derived)
         SUM(c.live_mrr - c.prev_live_mrr)
-            FILTER (WHERE c.change_kind IN ('upgrade', 'expansion')) AS expansion_mrr,
+            FILTER (WHERE c.change_kind IN ('upgrade', 'expansion')
+                OR (c.change_kind = 'repricing' AND c.live_mrr > c.prev_live_mrr))
+            AS expansion_mrr,
         -SUM(c.live_mrr - c.prev_live_mrr)
-            FILTER (WHERE c.change_kind IN ('downgrade', 'contraction')) AS contraction_mrr,
+            FILTER (WHERE c.change_kind IN ('downgrade', 'contraction')
+                OR (c.change_kind = 'repricing' AND c.live_mrr < c.prev_live_mrr))
+            AS contraction_mrr,
         -SUM(c.live_mrr - c.prev_live_mrr) FILTER (WHERE c.change_kind = 'churn') AS churn_mrr,
         SUM(c.live_mrr - c.prev_live_mrr)
             FILTER (WHERE c.change_kind = 'reactivation') AS reactivation_mrr,

@@ -27,6 +27,7 @@ from training.simulator.output import (
     defect_counts,
     write_static_tables,
 )
+from training.simulator.pricing import PricingShape
 from training.simulator.treatment import effect_rules
 
 __all__ = ["SimulationConfig", "SimulationSummary", "simulate"]
@@ -46,6 +47,19 @@ class SimulationConfig:
     # Accounts simulated and written per chunk: bounds memory. At 2000 the per-day (accounts x
     # event types) arrays stay in CPU cache; 5000 measured ~1.7x slower per event.
     chunk_accounts: int = 2000
+    # Shapes of other datasets (see `pricing.py`): flat prices and no seat price; each tier
+    # sold monthly and annually (this share of accounts billed annually); discounts that end
+    # (this share of accounts); tier upgrades only at a renewal; no plan_limits; no outreach.
+    flat_pricing: bool = False
+    annual_share: float = 0.0
+    discount_share: float = 0.0
+    upgrades_at_renewal: bool = False
+    plan_limits: bool = True
+    outreach: bool = True
+
+    @property
+    def pricing(self) -> PricingShape:
+        return PricingShape(self.flat_pricing, self.annual_share, self.discount_share)
 
     def __post_init__(self) -> None:
         if self.accounts < 1 or self.months < 1 or self.chunk_accounts < 1:
@@ -55,6 +69,7 @@ class SimulationConfig:
         if self.start.day != 1:
             raise ValueError("start must be the first day of a month")
         effect_rules(self.treatment_effect)  # an unknown name fails here, naming the known ones
+        self.pricing  # noqa: B018  (validates the shares)
 
 
 @dataclass(frozen=True)
@@ -85,15 +100,34 @@ def simulate(
     effects = effect_rules(config.treatment_effect)
     # Static tables' defects draw from their own stream, apart from the chunks' streams.
     static_rng = np.random.default_rng([config.seed, 1 << 20]) if config.dirty else None
-    static_rows, static_defects = write_static_tables(out_dir, static_rng)
-    with DatasetWriter(out_dir, config.accounts, timeline.start_us, config.dirty) as writer:
+    static_rows, static_defects = write_static_tables(
+        out_dir, static_rng, config.pricing, plan_limits=config.plan_limits
+    )
+    with DatasetWriter(
+        out_dir,
+        config.accounts,
+        timeline.start_us,
+        config.dirty,
+        pricing=config.pricing,
+        outreach=config.outreach,
+    ) as writer:
         for chunk, first in enumerate(range(0, config.accounts, config.chunk_accounts)):
             n = min(config.chunk_accounts, config.accounts - first)
-            seeds = np.random.SeedSequence([config.seed, chunk]).spawn(2)
-            rng = np.random.default_rng(seeds[0])
-            result = ChunkSimulation(n, timeline, rng, effects).run()
-            # A separate stream for defects: a dirty dataset is its clean twin plus defects.
-            writer.write_chunk(result, np.random.default_rng(seeds[1]))
+            # spawn(3)'s first two children equal spawn(2)'s: the default shape is unchanged.
+            seeds = np.random.SeedSequence([config.seed, chunk]).spawn(3)
+            result = ChunkSimulation(
+                n,
+                timeline,
+                np.random.default_rng(seeds[0]),
+                effects,
+                outreach=config.outreach,
+                upgrades_at_renewal=config.upgrades_at_renewal,
+            ).run()
+            # A separate stream for defects: a dirty dataset is its clean twin plus defects;
+            # and one for the pricing draws (billing period, discounts).
+            writer.write_chunk(
+                result, np.random.default_rng(seeds[1]), np.random.default_rng(seeds[2])
+            )
             if progress is not None:
                 progress(first + n, config.accounts)
         if config.dirty:

@@ -178,6 +178,9 @@ EVENT_FEATURE_ONEHOT = np.zeros((E, len(cat.FEATURES)), dtype=np.int64)
 EVENT_FEATURE_ONEHOT[np.arange(E), EV_FEATURE] = 1
 
 
+RENEWAL_DAYS = 30  # contract renewal period for `upgrades_at_renewal`
+
+
 def list_price(tier: np.ndarray, seats: np.ndarray) -> np.ndarray:
     """Monthly price of a plan tier with a number of seats (the subscription's mrr)."""
     return BASE_MRR[tier - 1] + SEAT_MRR[tier - 1] * seats
@@ -268,10 +271,17 @@ class ChunkSimulation:
         timeline: Timeline,
         rng: np.random.Generator,
         effects: EffectRules | None = None,
+        *,
+        outreach: bool = True,
+        upgrades_at_renewal: bool = False,
     ) -> None:
         self.n, self.tl, self.rng = n, timeline, rng
         # What a touch does (training.simulator.treatment); draws no random numbers.
         self.effects = effects or EFFECT_RULE_SETS["constant"]
+        # Shapes of other datasets (see SimulationConfig): no upsell touches at all, and tier
+        # upgrades only on a monthly renewal day (seats can still be added any day).
+        self.outreach_on, self.upgrades_at_renewal = outreach, upgrades_at_renewal
+        self.renewal_today = np.zeros(n, dtype=bool)
         self._init_accounts()
         self._init_users()
 
@@ -515,8 +525,15 @@ class ChunkSimulation:
             h_raw = h_raw * np.where(self.contacted_until > d, self.outreach_mult, 1.0)
             if month_start[d] and d >= tl.truth_start_day:
                 self._record_truth(d, ob, h_raw)
+            if self.upgrades_at_renewal:
+                age = d - self.created_day
+                self.renewal_today = (age > 0) & (age % RENEWAL_DAYS == 0)
+                # Hazard over a renewal period kept about the same: half on other days (seat
+                # additions only), the rest concentrated on the renewal day.
+                h_raw = h_raw * np.where(self.renewal_today, RENEWAL_DAYS / 2, 0.5)
             reactivated = self._subscription_changes(d, ob, h_raw)
-            self._outreach(d, ob)
+            if self.outreach_on:
+                self._outreach(d, ob)
             self._departures(d)
             added, invites = self._arrivals(d, reactivated)
             self._events(d, ob, reactivated, added, invites)
@@ -689,6 +706,8 @@ class ChunkSimulation:
         # Quota pressure and paywall hits call for a bigger plan, team growth for more seats.
         p_up = np.where(util >= 0.85, 0.85, np.where(paywall >= 1, 0.75, np.where(team, 0.2, 0.45)))
         up = (rng.random(len(idx)) < p_up) & (tier < 4)
+        if self.upgrades_at_renewal:
+            up &= self.renewal_today[idx]
         step = np.where((rng.random(len(idx)) < 0.1) & (tier <= 2), 2, 1)
         new_tier = np.where(up, np.minimum(tier + step, 4), tier)
         add = np.maximum(1, np.round(seats * rng.uniform(0.1, 0.4, len(idx)))).astype(np.int64)

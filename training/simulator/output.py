@@ -30,6 +30,7 @@ import pyarrow.parquet as pq
 from features.contract import TABLES, Reason
 from training.simulator import catalog as cat
 from training.simulator.dynamics import DAY_US, SECOND_US, ChunkResult, list_price
+from training.simulator.pricing import PricingShape, plans_table, price_subscriptions
 
 TS = pa.timestamp("us")
 WRITE_OPTIONS = {
@@ -340,28 +341,23 @@ def _iso(us: np.ndarray) -> pa.Array:
 
 
 def write_static_tables(
-    out_dir: Path, dirty_rng: np.random.Generator | None = None
+    out_dir: Path,
+    dirty_rng: np.random.Generator | None = None,
+    pricing: PricingShape = PricingShape(),
+    *,
+    plan_limits: bool = True,
 ) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """The price list, quotas and event catalog: the same for every simulated dataset.
 
     With `dirty_rng`, defective copies are appended; returns the row counts and the manifest
     rows of those copies."""
-    plans = pa.table(
-        {
-            "plan_id": [p.plan_id for p in cat.PLANS],
-            "tier": pa.array([p.tier for p in cat.PLANS], pa.int64()),
-            "name": [p.name for p in cat.PLANS],
-            "base_mrr": [p.base_mrr for p in cat.PLANS],
-            "seat_mrr": [p.seat_mrr for p in cat.PLANS],
-        }
-    )
+    plans = plans_table(pricing)
+    ids, tiers = plans["plan_id"].to_pylist(), plans["tier"].to_pylist()
     limits = pa.table(
         {
-            "plan_id": [p.plan_id for m in cat.QUOTA_METRICS for p in cat.PLANS],
-            "metric": [m for m in cat.QUOTA_METRICS for _ in cat.PLANS],
-            "monthly_limit": [
-                cat.QUOTA_LIMITS[m][p.tier - 1] for m in cat.QUOTA_METRICS for p in cat.PLANS
-            ],
+            "plan_id": [p for m in cat.QUOTA_METRICS for p in ids],
+            "metric": [m for m in cat.QUOTA_METRICS for _ in ids],
+            "monthly_limit": [cat.QUOTA_LIMITS[m][t - 1] for m in cat.QUOTA_METRICS for t in tiers],
         }
     )
     catalog = pa.table(
@@ -376,6 +372,9 @@ def write_static_tables(
         }
     )
     tables = {"plans": plans, "plan_limits": limits, "event_catalog": catalog}
+    if not plan_limits:
+        del tables["plan_limits"]
+        (out_dir / "plan_limits.parquet").unlink(missing_ok=True)
     manifest: list[dict[str, Any]] = []
     for name, table in tables.items():
         if dirty_rng is not None:
@@ -403,10 +402,27 @@ class WriteTotals:
 class DatasetWriter:
     """Streams simulated chunks into the dataset folder; use as a context manager."""
 
-    def __init__(self, out_dir: Path, total_accounts: int, start_us: int, dirty: bool) -> None:
+    def __init__(
+        self,
+        out_dir: Path,
+        total_accounts: int,
+        start_us: int,
+        dirty: bool,
+        *,
+        pricing: PricingShape = PricingShape(),
+        outreach: bool = True,
+    ) -> None:
         self.out_dir, self.dirty, self.start_us = out_dir, dirty, start_us
+        self.pricing = pricing
         self.account_width = max(6, len(str(total_accounts)))
         self.schemas = _schemas(dirty)
+        if pricing.discount_share > 0:  # the price before discounts tells repricing apart
+            self.schemas["subscriptions"] = self.schemas["subscriptions"].append(
+                pa.field("list_mrr", pa.float64())
+            )
+        if not outreach:  # the optional table is left out, not written empty
+            del self.schemas["outreach"]
+            (out_dir / "outreach.parquet").unlink(missing_ok=True)
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.totals = WriteTotals()
         future_us = np.array([start_us + FUTURE_YEARS * 365 * DAY_US])
@@ -440,7 +456,12 @@ class DatasetWriter:
         """A time column: typed, or exact ISO text in dirty mode (see `_schemas`)."""
         return _iso_us(us) if self.dirty else _ts(us)
 
-    def write_chunk(self, res: ChunkResult, dirty_rng: np.random.Generator) -> None:
+    def write_chunk(
+        self,
+        res: ChunkResult,
+        dirty_rng: np.random.Generator,
+        pricing_rng: np.random.Generator | None = None,
+    ) -> None:
         t = self.totals
         n = len(res.accounts["created_us"])
         acct_ids = format_ids("acct_", np.arange(t.accounts, t.accounts + n), self.account_width)
@@ -470,17 +491,31 @@ class DatasetWriter:
         )
 
         s = res.subscriptions
-        canceled = s["status"] == STATUS_NAMES.index("canceled")
-        mrr = np.where(canceled, 0.0, list_price(s["tier"], s["seats"]))
+        if self.pricing == PricingShape():
+            canceled = s["status"] == STATUS_NAMES.index("canceled")
+            mrr = np.where(canceled, 0.0, list_price(s["tier"], s["seats"]))
+            plan_id = _take(tuple(p.plan_id for p in cat.PLANS), s["tier"] - 1)
+        else:
+            s = price_subscriptions(
+                self.pricing,
+                s,
+                a["created_us"],
+                STATUS_NAMES.index("canceled"),
+                STATUS_NAMES.index("active"),
+                pricing_rng or np.random.default_rng(0),
+            )
+            mrr, plan_id = s["mrr"], pa.array(s["plan_id"].tolist(), pa.string())
+        extra = {"list_mrr": pa.array(s["list_mrr"])} if self.pricing.discount_share > 0 else {}
         self._write(
             "subscriptions",
             {
                 "account_id": pc.take(acct_ids, pa.array(s["acct"])),
                 "effective_at": self._when(s["time_us"]),
-                "plan_id": _take(tuple(p.plan_id for p in cat.PLANS), s["tier"] - 1),
+                "plan_id": plan_id,
                 "seats": pa.array(s["seats"], pa.int64()),
                 "mrr": pa.array(np.round(mrr, 2), pa.float64()),
                 "status": _take(STATUS_NAMES, s["status"]),
+                **extra,
             },
             dirty_rng,
         )
@@ -498,18 +533,19 @@ class DatasetWriter:
             dirty_rng,
         )
 
-        o = res.outreach
-        self._write(
-            "outreach",
-            {
-                "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
-                "sent_at": self._when(o["time_us"]),
-                "channel": _take(cat.OUTREACH_CHANNELS, o["channel"]),
-                "trigger": _take(cat.OUTREACH_TRIGGERS, o["trigger"]),
-                "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
-            },
-            dirty_rng,
-        )
+        if "outreach" in self.schemas:  # left out for a dataset without upsell touches
+            o = res.outreach
+            self._write(
+                "outreach",
+                {
+                    "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
+                    "sent_at": self._when(o["time_us"]),
+                    "channel": _take(cat.OUTREACH_CHANNELS, o["channel"]),
+                    "trigger": _take(cat.OUTREACH_TRIGGERS, o["trigger"]),
+                    "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
+                },
+                dirty_rng,
+            )
 
         tr = res.expansion_truth
         self._write(
