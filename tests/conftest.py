@@ -99,4 +99,9 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     return _make
 
 
-from tests.fixtures_models import sim_data, trained  # noqa: E402, F401  (session fixtures)
+from tests.fixtures_models import (  # noqa: E402, F401  (shared fixtures)
+    models,
+    sim_data,
+    snapshot,
+    trained,
+)

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from features.dataset import Dataset, load_dataset
+from serving.scoring import Models
 from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
-from serving.snapshot import build_snapshot, write_snapshot
+from serving.snapshot import Snapshot, build_snapshot, read_snapshot, write_snapshot
 from training.config import TrainingConfig
 from training.pipeline import TrainingResult, train_models
 from training.simulator import SimulationConfig, simulate
@@ -57,3 +58,15 @@ def trained(sim_data, tmp_path_factory) -> Trained:
     assert promotions[PROPENSITY_MODEL].promoted, promotions[PROPENSITY_MODEL]
     write_snapshot(build_snapshot(dataset), models_dir / "snapshot")
     return Trained(sim_data, dataset, settings, result, promotions)
+
+
+@pytest.fixture(scope="module")
+def snapshot(trained: Trained) -> Snapshot:
+    """The default snapshot (as of the day after the last event), written by `trained`."""
+    return read_snapshot(trained.settings.models_dir / "snapshot")
+
+
+@pytest.fixture(scope="module")
+def models(trained: Trained, snapshot: Snapshot) -> Models:
+    """Both served models (the churn model's rule baseline where it is below the floor)."""
+    return Models.load(trained.settings, snapshot.feature_names)

@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select, text
 
 from serving.batch import run_batch, score_snapshot
-from serving.scoring import Models, rank_accounts, score_accounts
+from serving.scoring import rank_accounts, score_accounts
 from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL
 from serving.sinks import (
     create_database_engine,
@@ -39,20 +39,9 @@ BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
 
 
 @pytest.fixture(scope="module")
-def snapshot(trained):
-    """The default snapshot (as of the day after the last event), written by `trained`."""
-    return read_snapshot(trained.settings.models_dir / "snapshot")
-
-
-@pytest.fixture(scope="module")
 def earlier(trained, snapshot):
     """The same accounts 28 days earlier."""
     return build_snapshot(trained.dataset, snapshot.as_of - timedelta(days=28))
-
-
-@pytest.fixture(scope="module")
-def models(trained, snapshot) -> Models:
-    return Models.load(trained.settings, snapshot.feature_names)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -15,7 +15,6 @@ import pandas as pd
 import pytest
 
 from serving.batch import run_batch, score_snapshot
-from serving.scoring import Models
 from serving.sinks import (
     CRM_FIELDS,
     HUBSPOT_BATCH_LIMIT,
@@ -29,33 +28,9 @@ from serving.sinks import (
     iter_request_bodies,
     open_target,
 )
-from serving.snapshot import read_snapshot
+from tests.crm_servers import FIELD_TYPES, PROPERTY_TYPES
 
 CRM = Path(__file__).parent / "fixtures" / "crm"
-# Allowed PropertyCreate values (hubspot-api-client 12.0.0, property_create.py; SOURCE.md).
-HUBSPOT_TYPES = {"string", "number", "date", "datetime", "enumeration", "bool"}
-HUBSPOT_FIELD_TYPES = {
-    "textarea",
-    "text",
-    "date",
-    "file",
-    "number",
-    "select",
-    "radio",
-    "checkbox",
-    "booleancheckbox",
-    "calculation_equation",
-}
-
-
-@pytest.fixture(scope="module")
-def snapshot(trained):
-    return read_snapshot(trained.settings.models_dir / "snapshot")
-
-
-@pytest.fixture(scope="module")
-def models(trained, snapshot) -> Models:
-    return Models.load(trained.settings, snapshot.feature_names)
 
 
 def write(trained, snapshot, models, target: str, chunk_size: int = 128, progress=None):
@@ -187,7 +162,7 @@ def test_hubspot_payloads_have_the_batch_update_shape(
     by_name = {d["name"]: d for d in definitions}
     assert set(by_name) == {f.hubspot for f in CRM_FIELDS}
     for d in definitions:
-        assert d["type"] in HUBSPOT_TYPES and d["fieldType"] in HUBSPOT_FIELD_TYPES
+        assert d["type"] in PROPERTY_TYPES and d["fieldType"] in FIELD_TYPES
         assert re.fullmatch(r"[a-z][a-z0-9_]*", d["name"])  # HubSpot internal names
     ids = []
     for body in bodies:

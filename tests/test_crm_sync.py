@@ -25,7 +25,6 @@ from serving.batch import score_snapshot
 from serving.crm.hubspot import GROUP, property_definitions
 from serving.crm.sync import Rate, SyncError
 from serving.crm.webhook import SIGNATURE_HEADER, sign, verify
-from serving.scoring import Models
 from serving.sinks import (
     CRM_FIELDS,
     RunInfo,
@@ -35,7 +34,6 @@ from serving.sinks import (
     salesforce_value,
     to_records,
 )
-from serving.snapshot import read_snapshot
 from tests.crm_servers import HubSpotApi, SalesforceApi, WebhookReceiver
 
 HS_TOKEN = "pat-na1-11111111-2222-3333-4444-SECRETHUBSPOT"
@@ -47,16 +45,6 @@ FAST = "timeout=0.5&backoff=0.01&backoff_max=0.2&attempts=6"
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def snapshot(trained):
-    return read_snapshot(trained.settings.models_dir / "snapshot")
-
-
-@pytest.fixture(scope="module")
-def models(trained, snapshot) -> Models:
-    return Models.load(trained.settings, snapshot.feature_names)
 
 
 class _Collect:

@@ -22,9 +22,8 @@ from serving.holdout import (
     holdout_hash,
     read_assignments_at,
 )
-from serving.scoring import Models, rank_accounts
+from serving.scoring import rank_accounts
 from serving.sinks import create_database_engine, history_table, open_target, scores_table
-from serving.snapshot import read_snapshot
 from tests.pg import pg_server, pg_url  # noqa: F401
 
 EXPERIMENT = Experiment("exp-test", 0.10)
@@ -170,16 +169,6 @@ def db_url(request, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'crm.db'}"
     return request.getfixturevalue("pg_url")
-
-
-@pytest.fixture(scope="module")
-def snapshot(trained):
-    return read_snapshot(trained.settings.models_dir / "snapshot")
-
-
-@pytest.fixture(scope="module")
-def models(trained, snapshot) -> Models:
-    return Models.load(trained.settings, snapshot.feature_names)
 
 
 def read(url: str, table) -> pd.DataFrame:
