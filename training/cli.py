@@ -204,6 +204,14 @@ def simulate(
     ] = False,
     plan_limits: Annotated[bool, typer.Option(help="Write the plan_limits table.")] = True,
     outreach: Annotated[bool, typer.Option(help="Simulate and write upsell outreach.")] = True,
+    treatment_effect: Annotated[
+        str,
+        typer.Option(
+            help="How a touch changes the expansion hazard by account state: constant, "
+            "quota_pressure, small_accounts, mixed or none (the true per-account effect goes "
+            "to _truth/)."
+        ),
+    ] = "constant",
 ) -> None:
     """Write a synthetic B2B SaaS dataset (contract tables plus ground truth in _truth/)."""
     from training.simulator import SimulationConfig
@@ -222,6 +230,7 @@ def simulate(
             upgrades_at_renewal=upgrades_at_renewal,
             plan_limits=plan_limits,
             outreach=outreach,
+            treatment_effect=treatment_effect,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from exc
