@@ -187,18 +187,12 @@ def run_service_bench(
     import json
 
     from serving.api_models import RankRequest, RankResponse, ScoreResponse
+    from serving.endpoints import explain_account, rank_snapshot, score_ids
+    from serving.process import start_server, stop_server, wait_until_ready
     from serving.scoring import Models
-    from serving.service import (
-        ServingState,
-        explain_account,
-        rank_snapshot,
-        score_ids,
-        start_server,
-        stop_server,
-        wait_until_ready,
-    )
     from serving.settings import Settings
     from serving.snapshot import read_snapshot
+    from serving.state import ServingState
 
     with tempfile.TemporaryDirectory(prefix="bench-service-") as tmp:
         folder = Path(tmp)

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 
 from serving.scoring import Models, rank_accounts, score_frame
-from serving.service import StateKeeper
 from serving.settings import Settings
 from serving.snapshot import read_snapshot
+from serving.state import StateKeeper
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = Path(sys.executable).with_name("expansion")

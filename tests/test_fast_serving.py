@@ -184,7 +184,9 @@ def test_rank_index_equals_rank_accounts(loaded):
 
 
 def test_explained_accounts_are_kept_per_state_and_handed_out_as_copies(loaded):
-    from serving.service import ServingState, account_records, explain_at
+    from serving.endpoints import account_records
+    from serving.scoring import explain_at
+    from serving.state import ServingState
 
     models, snapshot, settings = loaded
     state = ServingState.build(models, snapshot, settings)

@@ -259,7 +259,8 @@ def test_file_target_carries_the_holdout(trained, snapshot, models, tmp_path):
 def test_service_rank_leaves_holdouts_out_unless_asked(trained, snapshot, models, tmp_path):
     """/rank's core on the served state reads the arms the batch stored."""
     from serving.api_models import RankRequest
-    from serving.service import ServingState, rank_snapshot
+    from serving.endpoints import rank_snapshot
+    from serving.state import ServingState
 
     url = f"sqlite:///{tmp_path / 'crm.db'}"
     settings = trained.settings.model_copy(update={"holdout_store": url})

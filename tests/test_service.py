@@ -26,6 +26,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from serving.process import start_server, stop_server, wait_until_ready
 from serving.scoring import (
     Models,
     describe,
@@ -36,9 +37,9 @@ from serving.scoring import (
     score_accounts,
     score_frame,
 )
-from serving.service import served_holdout, start_server, stop_server, wait_until_ready
 from serving.settings import POST_UPSELL_MODEL, PROPENSITY_MODEL, Settings
 from serving.snapshot import Snapshot, read_snapshot, write_snapshot
+from serving.state import served_holdout
 
 pytestmark = pytest.mark.integration
 

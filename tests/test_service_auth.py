@@ -18,7 +18,8 @@ from serving.auth import (
     check_auth_config,
     document_auth,
 )
-from serving.service import PROJECT_ROOT, error_body, start_server
+from serving.middleware import error_body
+from serving.process import PROJECT_ROOT, start_server
 from serving.settings import Settings
 
 # Keys as long as the service requires (MIN_KEY_LENGTH); the middleware itself takes any.

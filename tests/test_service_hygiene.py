@@ -27,7 +27,7 @@ import psutil
 import pytest
 from referencing import Registry, Resource
 
-from serving.service import PROJECT_ROOT, start_server, stop_server, wait_until_ready
+from serving.process import PROJECT_ROOT, start_server, stop_server, wait_until_ready
 from serving.settings import Settings
 from serving.snapshot import Snapshot, read_snapshot
 
@@ -380,7 +380,7 @@ def test_the_log_filter_keeps_tracebacks_for_server_errors():
     from bentoml.exceptions import InternalServerError, NotFound
 
     from serving.api_models import ScoreRequest
-    from serving.service import OneLineClientErrors
+    from serving.middleware import OneLineClientErrors
 
     class ScoreRequestIODescriptor(ScoreRequest):  # what BentoML validates a body with
         pass
@@ -408,7 +408,7 @@ def test_the_log_filter_keeps_tracebacks_for_server_errors():
 
 
 def test_error_bodies_are_capped_without_a_server():
-    from serving.service import MAX_ERRORS, error_body
+    from serving.middleware import MAX_ERRORS, error_body
 
     errors = [
         {"loc": ["k" * 10_000, i], "msg": "Extra inputs are not permitted"} for i in range(10**5)

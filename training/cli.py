@@ -1090,7 +1090,7 @@ def serve(
 ) -> None:
     """Start the scoring API (BentoML): /score, /rank, /explain, /model_info, /readyz."""
     from serving.auth import AuthConfigError
-    from serving.service import serve as run_server
+    from serving.process import serve as run_server
     from serving.settings import get_settings
 
     try:
