@@ -51,7 +51,8 @@ ROW_SCHEMA = (
     "propensity_model_version string, post_upsell_model_version string, "
     "p_expand double, p_post_upsell_churn double, expected_uplift_mrr double, "
     "expected_net_value double, rank int, next_step string, triggers array<string>, "
-    "route string, suppressed boolean, suppression_reason string, reasons string, "
+    "route string, suppressed boolean, suppression_reason string, holdout boolean, "
+    "reasons string, "
     "reasons_text string, base_value double, mrr double, csm_owner string, segment string"
 )
 # What mapInPandas returns per account (the rank is added after, over all accounts).
@@ -113,6 +114,9 @@ def _rows(scored: pd.DataFrame, run: RunInfo) -> pd.DataFrame:
         suppression_reason=scored["suppression_reason"].astype(object),
         csm_owner=scored["csm_owner"].astype(object),
         segment=scored["segment"].astype(object),
+        # The Spark path draws no holdout yet (its stratified draw and stored arms are the
+        # embedded batch's, `serving.holdout`): every account stays on the call list.
+        holdout=False,
     )
     out["as_of"] = out["as_of"].dt.date
     return out[[c for c in ROW_COLUMNS if c != "rank"]]

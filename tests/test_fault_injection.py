@@ -52,10 +52,13 @@ def _zone(column: str, abbreviation: str) -> Spoil:
     return spoil
 
 
-def defects(spec: TableSpec) -> list[tuple[str, Spoil]]:
-    """(expected reason, how a copy of a clean row is spoiled), for every rule of the table."""
+def defects(spec: TableSpec, present: set[str] | None = None) -> list[tuple[str, Spoil]]:
+    """(expected reason, how a copy of a clean row is spoiled), for every rule of the table
+    (of its columns in `present`: an optional column the file lacks cannot be spoiled)."""
     out: list[tuple[str, Spoil]] = []
     for c in spec.columns:
+        if present is not None and c.name not in present:
+            continue
         if c.required:
             out.append((Reason.missing(c.name), _set(c.name, None)))
         if c.kind not in ("id", "str"):
@@ -119,11 +122,12 @@ def spoil_dataset(clean: Path, out: Path) -> dict[str, list[str]]:
         # The fullest row (first of them), e.g. a user with a deactivation to move earlier.
         source = max(rows, key=lambda r: sum(v is not None for v in r.values()))
         copies = []
-        for _, spoil in defects(spec):
+        table_defects = defects(spec, present=set(frame.columns))
+        for _, spoil in table_defects:
             row = dict(source)
             spoil(row)
             copies.append(row)
-        expected[name] = [reason for reason, _ in defects(spec)]
+        expected[name] = [reason for reason, _ in table_defects]
         spoiled = pd.DataFrame(rows + copies, columns=frame.columns, dtype=object)
         if name == "events":
             table = pa.table({c: pa.array(spoiled[c].tolist(), pa.string()) for c in spoiled})

@@ -422,7 +422,9 @@ class DatasetWriter:
             )
         if not outreach:  # the optional table is left out, not written empty
             del self.schemas["outreach"]
+            del self.schemas[f"{TRUTH_DIR}/outreach_effect"]  # no touches, no effects
             (out_dir / "outreach.parquet").unlink(missing_ok=True)
+            (out_dir / TRUTH_DIR / "outreach_effect.parquet").unlink(missing_ok=True)
         self.writers: dict[str, pq.ParquetWriter] = {}
         self.totals = WriteTotals()
         future_us = np.array([start_us + FUTURE_YEARS * 365 * DAY_US])
@@ -558,15 +560,16 @@ class DatasetWriter:
                 "touch_effect": pa.array(tr["effect"], pa.float64()),
             },
         )
-        self._write(
-            f"{TRUTH_DIR}/outreach_effect",
-            {
-                "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
-                "sent_at": _ts(o["time_us"]),
-                "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
-                "touch_effect": pa.array(o["effect"], pa.float64()),
-            },
-        )
+        if "outreach" in self.schemas:
+            self._write(
+                f"{TRUTH_DIR}/outreach_effect",
+                {
+                    "account_id": pc.take(acct_ids, pa.array(o["acct"], pa.int64())),
+                    "sent_at": _ts(o["time_us"]),
+                    "holdout": pa.array(o["holdout"].astype(bool), pa.bool_()),
+                    "touch_effect": pa.array(o["effect"], pa.float64()),
+                },
+            )
         pt = res.post_upsell_truth
         kinds = pt["kind"].astype(np.int64)
         self._write(
