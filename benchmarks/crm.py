@@ -18,6 +18,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime
@@ -96,7 +97,7 @@ def main(
     batches = math.ceil(accounts / 100)
     setup_calls = 2 + 1 + len(property_definitions("expansion_account_id"))  # GETs, group, props
     allowed = batches / rate  # what the issue compares with: batch calls at the rate
-    state = f"/tmp/bench-crm-{uuid.uuid4()}"
+    state = tempfile.mkdtemp(prefix="bench-crm-")  # the sync checkpoint, removed below
     parent, child = multiprocessing.Pipe()
     server = multiprocessing.get_context("spawn").Process(
         target=_serve, args=(child, rate, fault_rate), daemon=True
