@@ -105,3 +105,4 @@ from tests.fixtures_models import (  # noqa: E402, F401  (shared fixtures)
     snapshot,
     trained,
 )
+from tests.pg import db_url, pg_server, pg_url  # noqa: E402, F401  (CRM database fixtures)

@@ -5,7 +5,10 @@ otherwise one that `scripts/start_postgres.sh` installs if missing (as root, fro
 packages), initdb's in a temporary folder, starts on a free loopback port and stops at the end.
 `pg_url` gives each test a database of its own on that server, dropped afterwards.
 
-Import the fixtures into a test module: `from tests.pg import pg_server, pg_url  # noqa: F401`.
+`db_url` runs a test on both embedded SQLite and that server (`BACKENDS`); `read` returns a
+table of either as a frame.
+
+`tests/conftest.py` makes the fixtures available to every test module.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Table, create_engine, select, text
 from sqlalchemy.engine import make_url
+
+from serving.sinks import create_database_engine
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "start_postgres.sh"
 ENV_URL = "EXPANSION_TEST_PG_URL"
@@ -77,3 +83,25 @@ def pg_url(pg_server: str) -> Iterator[str]:
         with admin.connect() as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A CRM database URL: a SQLite file, then a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'crm.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+def read(url: str, table: Table) -> pd.DataFrame:
+    """Every row of `table` in the database at `url`, with its columns in table order."""
+    engine = create_database_engine(url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(select(table)).mappings().all()
+    finally:
+        engine.dispose()
+    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])

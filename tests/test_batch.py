@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from serving.batch import run_batch, score_snapshot
 from serving.scoring import rank_accounts, score_accounts
@@ -32,33 +32,15 @@ from serving.sinks import (
     scores_table,
 )
 from serving.snapshot import build_snapshot, read_snapshot
-from tests.pg import pg_server, pg_url  # noqa: F401
+from tests.pg import read
 
 ROOT = Path(__file__).resolve().parents[1]
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
 
 
 @pytest.fixture(scope="module")
 def earlier(trained, snapshot):
     """The same accounts 28 days earlier."""
     return build_snapshot(trained.dataset, snapshot.as_of - timedelta(days=28))
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crm.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-def read(url: str, table) -> pd.DataFrame:
-    engine = create_database_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(table)).mappings().all()
-    finally:
-        engine.dispose()
-    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
 
 
 def score(snap, models, trained, url, chunk_size=250, progress=None):

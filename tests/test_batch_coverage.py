@@ -23,17 +23,7 @@ from serving.scoring import Models
 from serving.settings import get_settings
 from serving.sinks import create_database_engine, open_target, runs_table
 from serving.snapshot import read_snapshot
-from tests.pg import pg_server, pg_url  # noqa: F401
 from training.cli import app
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crm.db'}"
-    return request.getfixturevalue("pg_url")
 
 
 @pytest.fixture(scope="module")

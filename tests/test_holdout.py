@@ -10,8 +10,7 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-import pytest
-from sqlalchemy import select, text
+from sqlalchemy import text
 
 from serving.batch import score_snapshot
 from serving.holdout import (
@@ -24,7 +23,7 @@ from serving.holdout import (
 )
 from serving.scoring import rank_accounts
 from serving.sinks import create_database_engine, history_table, open_target, scores_table
-from tests.pg import pg_server, pg_url  # noqa: F401
+from tests.pg import read
 
 EXPERIMENT = Experiment("exp-test", 0.10)
 
@@ -159,26 +158,6 @@ def test_rank_leaves_holdouts_out_unless_asked():
 
 
 # --- through the batch and the service (trained models) ------------------------------------
-
-
-BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.integration)]
-
-
-@pytest.fixture(params=BACKENDS)
-def db_url(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'crm.db'}"
-    return request.getfixturevalue("pg_url")
-
-
-def read(url: str, table) -> pd.DataFrame:
-    engine = create_database_engine(url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(select(table)).mappings().all()
-    finally:
-        engine.dispose()
-    return pd.DataFrame([dict(r) for r in rows], columns=[c.name for c in table.columns])
 
 
 def test_batch_writes_and_keeps_the_holdout(trained, snapshot, models, db_url):
