@@ -190,22 +190,21 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send, detail: str) -> None:
-        body = ErrorBody(
-            error=f"request body too large: the limit is {self.limit} bytes", detail=detail
-        ).model_dump_json()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    # The unread rest of the body would be taken for the next request.
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body.encode()})
+        error = f"request body too large: the limit is {self.limit} bytes"
+        # The unread rest of the body would be taken for the next request: close.
+        await send_error(send, HTTPStatus.REQUEST_ENTITY_TOO_LARGE, error, detail, close=True)
+
+
+async def send_error(
+    send: Send, status: HTTPStatus, error: str, detail: str, *, close: bool = False
+) -> None:
+    """Answer with an `ErrorBody` as JSON (`close`: and close the connection)."""
+    body = ErrorBody(error=error, detail=detail).model_dump_json().encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RequireJson:
@@ -222,21 +221,9 @@ class RequireJson:
         if scope["type"] == "http" and scope.get("method") == "POST":
             kind = dict(scope.get("headers") or []).get(b"content-type", b"application/json")
             if kind.split(b";")[0].strip().lower() != b"application/json":
-                body = ErrorBody(
-                    error="unsupported Content-Type: send application/json",
-                    detail=kind.decode("latin-1")[:100],
-                ).model_dump_json()
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": HTTPStatus.UNSUPPORTED_MEDIA_TYPE,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
+                error = "unsupported Content-Type: send application/json"
+                detail = kind.decode("latin-1")[:100]
+                await send_error(send, HTTPStatus.UNSUPPORTED_MEDIA_TYPE, error, detail)
                 return
         await self.app(scope, receive, send)
 
